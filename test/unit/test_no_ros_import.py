@@ -1,0 +1,48 @@
+"""damcseg_core must stay ROS-free: importing any of it never pulls in rclpy or messages."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CORE = Path(__file__).resolve().parents[2] / "damcseg_core"
+FORBIDDEN = ("rclpy", "cv_bridge", "rosidl", "damcseg_ros")
+
+
+def _is_forbidden(module: str) -> bool:
+    top = module.split(".")[0]
+    return top in FORBIDDEN or top.endswith("_msgs")
+
+
+@pytest.mark.parametrize("path", sorted(CORE.rglob("*.py")), ids=lambda p: str(p.relative_to(CORE)))
+def test_source_has_no_ros_imports(path: Path):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    bad = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            bad += [a.name for a in node.names if _is_forbidden(a.name)]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            bad += [node.module] if _is_forbidden(node.module) else []
+    assert not bad, f"{path} imports ROS modules {bad}; damcseg_core must not depend on ROS"
+
+
+def test_importing_every_core_module_leaves_ros_out_of_sys_modules():
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "import damcseg_core\n"
+        "for m in pkgutil.walk_packages(damcseg_core.__path__, 'damcseg_core.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('rclpy', 'cv_bridge', 'rosidl_runtime_py')"
+        " or n.split('.')[0].endswith('_msgs'))\n"
+        "print('LOADED', len([n for n in sys.modules if n.startswith('damcseg_core')]))\n"
+        "print('BAD', bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "BAD []" in out.stdout, out.stdout
+    loaded = int(out.stdout.split("LOADED ")[1].split()[0])
+    assert loaded >= 3, out.stdout
