@@ -48,7 +48,6 @@ $(BUILD_STAMP): $(DEPS_STAMP) package.xml CMakeLists.txt $(wildcard msg/*.msg) $
 	if $(PY) -c "import vision_msgs.msg" 2>/dev/null; then echo "vision_msgs found: not building compat/vision_msgs"; \
 	else paths="$$paths compat/vision_msgs"; fi; \
 	colcon --log-base log build --base-paths $$paths --build-base build/colcon --install-base install \
-	  --event-handlers console_cohesion- summary+ \
 	  --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE=$$VIRTUAL_ENV/bin/python
 	touch $@
 
