@@ -1,0 +1,132 @@
+"""Bag replay keeps order and timing; the recorder captures every message it is sent."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from rosbags.highlevel import AnyReader  # noqa: E402
+from rosbags.rosbag2 import Writer  # noqa: E402
+from rosbags.typesys import Stores, get_typestore  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from damcseg_ros.msg import SceneComplexity  # noqa: E402
+
+ENV = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
+# Recorded gaps between messages, seconds: uneven on purpose so timing errors show.
+GAPS = [0.05, 0.15, 0.05, 0.30, 0.10, 0.05, 0.20, 0.10]
+
+
+def _write_bag(path: Path) -> list[tuple[str, int]]:
+    store = get_typestore(Stores.ROS2_KILTED)
+    img_t, str_t = store.types["sensor_msgs/msg/Image"], store.types["std_msgs/msg/String"]
+    hdr_t, time_t = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
+    written, t = [], 1_000_000_000_000
+    with Writer(path, version=8) as writer:
+        cam = writer.add_connection("/cam/image", "sensor_msgs/msg/Image", typestore=store)
+        txt = writer.add_connection("/cam/note", "std_msgs/msg/String", typestore=store)
+        for i, gap in enumerate([0.0, *GAPS]):
+            t += int(gap * 1e9)
+            if i % 3 == 2:
+                raw = store.serialize_cdr(str_t(data=f"note {i}"), "std_msgs/msg/String")
+                writer.write(txt, t, raw)
+                written.append(("/cam/note", t))
+            else:
+                data = np.full(2 * 3, i, dtype=np.uint8)
+                header = hdr_t(stamp=time_t(sec=t // 10**9, nanosec=t % 10**9), frame_id="cam")
+                msg = img_t(
+                    header=header, height=2, width=3, encoding="mono8", is_bigendian=0, step=3, data=data
+                )
+                writer.write(cam, t, store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
+                written.append(("/cam/image", t))
+    return written
+
+
+@pytest.fixture
+def ros_node():
+    rclpy.init()
+    node = rclpy.create_node("damcseg_test_replay")
+    yield node
+    node.destroy_node()
+    rclpy.shutdown()
+
+
+def test_replay_keeps_order_and_relative_timing(tmp_path, ros_node):
+    bag = tmp_path / "in_bag"
+    written = _write_bag(bag)
+    received: list[tuple[str, float, object]] = []
+    qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    ros_node.create_subscription(
+        Image, "/cam/image", lambda m: received.append(("/cam/image", time.monotonic(), m)), qos
+    )
+    ros_node.create_subscription(
+        String, "/cam/note", lambda m: received.append(("/cam/note", time.monotonic(), m)), qos
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "damcseg_ros.replay", str(bag), "--start-delay", "2.0"],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while len(received) < len(written) and time.monotonic() < deadline:
+            rclpy.spin_once(ros_node, timeout_sec=0.01)
+    finally:
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert [r[0] for r in received] == [w[0] for w in written], out
+    images = [r[2] for r in received if r[0] == "/cam/image"]
+    assert [int(m.data[0]) for m in images] == [i for i in range(len(written)) if i % 3 != 2]
+    assert [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in images] == [
+        t for topic, t in written if topic == "/cam/image"
+    ]
+    # Relative timing: arrival gaps follow the recorded gaps (loopback + 2-core slack: 60 ms).
+    arrival_gaps = np.diff([r[1] for r in received])
+    assert np.abs(arrival_gaps - np.array(GAPS)).max() < 0.06, (arrival_gaps, GAPS)
+
+
+def test_recorder_captures_every_message(tmp_path, ros_node):
+    out_bag = tmp_path / "out_bag"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "damcseg_ros.recorder", str(out_bag),
+         "--topic", "/damcseg/scene_complexity:damcseg_ros/msg/SceneComplexity",
+         "--topic", "/damcseg/note:std_msgs/msg/String", "--duration", "60"],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    pub_sc = ros_node.create_publisher(SceneComplexity, "/damcseg/scene_complexity", qos)
+    pub_note = ros_node.create_publisher(String, "/damcseg/note", qos)
+    try:
+        deadline = time.monotonic() + 30
+        while (pub_sc.get_subscription_count() == 0 or pub_note.get_subscription_count() == 0) and (
+            time.monotonic() < deadline
+        ):
+            rclpy.spin_once(ros_node, timeout_sec=0.05)
+        assert pub_sc.get_subscription_count() == 1, "recorder never subscribed"
+        for i in range(25):
+            pub_sc.publish(SceneComplexity(score=i / 25.0, num_targets=i, thermal_completed=bool(i % 2)))
+            pub_note.publish(String(data=f"n{i}"))
+            time.sleep(0.01)
+        time.sleep(1.0)  # let the last reliable messages arrive
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    with AnyReader([out_bag]) as reader:
+        from damcseg_ros.recorder import typestore_for
+
+        store = typestore_for(["damcseg_ros/msg/SceneComplexity"])
+        got: dict[str, list] = {"/damcseg/scene_complexity": [], "/damcseg/note": []}
+        for conn, _, raw in reader.messages():
+            got[conn.topic].append(store.deserialize_cdr(raw, conn.msgtype))
+    assert [m.num_targets for m in got["/damcseg/scene_complexity"]] == list(range(25))
+    assert [m.thermal_completed for m in got["/damcseg/scene_complexity"]] == [bool(i % 2) for i in range(25)]
+    assert [m.data for m in got["/damcseg/note"]] == [f"n{i}" for i in range(25)]
