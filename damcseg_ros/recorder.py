@@ -82,7 +82,9 @@ class TopicRecorder:
     """Subscribes to ``topics`` (name -> ``pkg/msg/Type``) and buffers every message received.
 
     Messages are kept in memory until :meth:`write`, which suits the short runs of the demo and
-    tests; each entry is (topic, receive time in ns on the node's clock, raw bytes).
+    tests; each entry is (topic, receive time in ns, raw bytes). Receive times are wall-clock
+    (``time.time_ns``) even under ``use_sim_time``, so that latency can be measured against the
+    replay's wall-clock publish times.
     """
 
     def __init__(self, node: Node, topics: dict[str, str], latched: set[str] = frozenset()) -> None:
@@ -104,7 +106,7 @@ class TopicRecorder:
             )
 
     def _on_message(self, topic: str, raw: bytes) -> None:
-        stamp = self.node.get_clock().now().nanoseconds
+        stamp = time.time_ns()
         with self._lock:
             self.messages.append((topic, stamp, bytes(raw)))
             self.counts[topic] += 1

@@ -101,6 +101,8 @@ class BagReplayer:
                         message_class(conn.msgtype), conn.topic, qos
                     )
         self._clock_pub = node.create_publisher(Clock, "/clock", 10) if publish_clock else None
+        # (topic, recorded timestamp ns, wall-clock publish time ns) of every message, when enabled.
+        self.publish_log: list[tuple[str, int, int]] | None = None
 
     @property
     def topics(self) -> list[str]:
@@ -131,6 +133,8 @@ class BagReplayer:
                     self._clock_pub.publish(clock)
                 self._publishers[conn.topic].publish(bytes(raw))
                 stats.published[conn.topic] += 1
+                if self.publish_log is not None:
+                    self.publish_log.append((conn.topic, int(timestamp), time.time_ns()))
                 if on_message is not None:
                     on_message(conn.topic, timestamp)
         stats.duration_s = time.monotonic() - t_start
@@ -146,6 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topics", nargs="*", default=None, help="only replay these topics")
     parser.add_argument("--loop", type=int, default=1, help="number of passes over the bag")
     parser.add_argument("--start-delay", type=float, default=1.0, help="seconds to wait for subscribers")
+    parser.add_argument(
+        "--publish-log",
+        type=Path,
+        default=None,
+        help="write topic,bag_ns,wall_ns of each publish to this CSV",
+    )
     args, ros_args = parser.parse_known_args(argv)
 
     rclpy.init(args=[sys.argv[0], *ros_args])
@@ -153,12 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         replayer = BagReplayer(node, args.bag, args.topics, args.rate, not args.no_clock)
         node.get_logger().info(f"replaying {args.bag} ({len(replayer.topics)} topics) at x{args.rate}")
+        if args.publish_log is not None:
+            replayer.publish_log = []
         time.sleep(args.start_delay)
         for i in range(args.loop):
             stats = replayer.run()
             node.get_logger().info(
                 f"pass {i + 1}: {sum(stats.published.values())} messages, max lag {stats.max_lag_s * 1e3:.1f} ms"
             )
+        if replayer.publish_log is not None:
+            lines = ["topic,bag_ns,wall_ns", *(f"{t},{b},{w}" for t, b, w in replayer.publish_log)]
+            args.publish_log.write_text("\n".join(lines) + "\n")
     except (FileNotFoundError, ValueError) as exc:
         print(f"damcseg-replay: error: {exc}", file=sys.stderr)
         return 2

@@ -72,7 +72,8 @@ def test_replay_keeps_order_and_relative_timing(tmp_path, ros_node):
         String, "/cam/note", lambda m: received.append(("/cam/note", time.monotonic(), m)), qos
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "damcseg_ros.replay", str(bag), "--start-delay", "2.0"],
+        [sys.executable, "-m", "damcseg_ros.replay", str(bag), "--start-delay", "2.0",
+         "--publish-log", str(tmp_path / "published.csv")],
         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
@@ -88,6 +89,9 @@ def test_replay_keeps_order_and_relative_timing(tmp_path, ros_node):
     assert [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in images] == [
         t for topic, t in written if topic == "/cam/image"
     ]
+    rows = [line.split(",") for line in (tmp_path / "published.csv").read_text().splitlines()[1:]]
+    assert [(r[0], int(r[1])) for r in rows] == written
+    assert all(int(b[2]) >= int(a[2]) for a, b in zip(rows, rows[1:]))
     # Relative timing: arrival gaps follow the recorded gaps (loopback + 2-core slack: 60 ms).
     arrival_gaps = np.diff([r[1] for r in received])
     assert np.abs(arrival_gaps - np.array(GAPS)).max() < 0.06, (arrival_gaps, GAPS)
