@@ -1,0 +1,139 @@
+"""``/diagnostics`` statuses built by hand (``diagnostic_updater`` is not installable from PyPI).
+
+One status per input, named ``"damcseg: <modality> input"``:
+
+* OK    - the sensor delivers into its groups,
+* WARN  - it is ``late`` (several frames in a row went without it) or the model completed it,
+* ERROR - it is ``missing`` (silent for longer than ``sync.missing_after``),
+
+with values ``state``, ``rate_hz``, ``age_s``, ``received``, ``dropped``, ``invalid``,
+``completed_by_model``. Plus one ``"damcseg: pipeline"`` status with processing time, end-to-end
+latency (clock now - frame stamp), drops, invalid inputs, model and device.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+from damcseg_ros.sync import SensorState
+
+__all__ = ["PipelineStats", "RateMeter", "diagnostic_array", "pipeline_status", "sensor_status"]
+
+HARDWARE_ID = "damcseg"
+_LEVEL_FOR_STATE = {SensorState.OK: DiagnosticStatus.OK, SensorState.LATE: DiagnosticStatus.WARN}
+
+
+class RateMeter:
+    """Message rate over a sliding window of arrival times (seconds)."""
+
+    def __init__(self, window: float = 2.0, max_samples: int = 200) -> None:
+        self.window = window
+        self._times: collections.deque[float] = collections.deque(maxlen=max_samples)
+
+    def tick(self, now: float) -> None:
+        """Record one arrival at ``now``."""
+        self._times.append(now)
+
+    def rate(self, now: float) -> float:
+        """Arrivals per second over the last ``window`` seconds (0 with fewer than two)."""
+        while self._times and now - self._times[0] > self.window:
+            self._times.popleft()
+        if len(self._times) < 2:
+            return 0.0
+        span = self._times[-1] - self._times[0]
+        return (len(self._times) - 1) / span if span > 0 else 0.0
+
+
+@dataclasses.dataclass
+class PipelineStats:
+    """Numbers the worker thread updates for the pipeline status."""
+
+    frames: int = 0  # groups processed
+    processing_ms: float = 0.0  # conversion + inference + publishing of the last frame
+    inference_ms: float = 0.0  # model forward of the last frame
+    latency_ms: float = 0.0  # clock now - stamp, when the last frame's outputs were published
+    dropped: int = 0  # groups replaced in the mailbox before the worker took them
+    invalid: int = 0  # messages rejected by the conversions
+    errors: int = 0  # frames whose prediction raised
+    last_error: str = ""
+
+
+def _kv(key: str, value: object) -> KeyValue:
+    if isinstance(value, float):
+        value = f"{value:.3f}"
+    return KeyValue(key=key, value=str(value))
+
+
+def sensor_status(
+    modality: str,
+    state: SensorState,
+    rate_hz: float,
+    age_s: float,
+    received: int,
+    dropped: int,
+    invalid: int,
+    completed_by_model: bool,
+    enabled: bool = True,
+) -> DiagnosticStatus:
+    """Status of one input (level rules in the module docstring)."""
+    status = DiagnosticStatus(name=f"damcseg: {modality} input", hardware_id=HARDWARE_ID)
+    if not enabled:
+        status.level = DiagnosticStatus.OK
+        status.message = "disabled by parameter"
+    else:
+        status.level = _LEVEL_FOR_STATE.get(state, DiagnosticStatus.ERROR)
+        if state is SensorState.MISSING:
+            status.message = f"missing: no data for {age_s:.1f} s; outputs continue without {modality}"
+        elif state is SensorState.LATE:
+            status.message = "late: frames emitted without it after its deadline"
+        elif completed_by_model:
+            status.level = DiagnosticStatus.WARN
+            status.message = "absent in the last frame; completed by the model"
+        else:
+            status.message = "ok"
+    status.values = [
+        _kv("state", state.value if enabled else "disabled"),
+        _kv("rate_hz", float(rate_hz)),
+        _kv("age_s", float(age_s)),
+        _kv("received", received),
+        _kv("dropped", dropped),
+        _kv("invalid", invalid),
+        _kv("completed_by_model", str(bool(completed_by_model)).lower()),
+    ]
+    return status
+
+
+def pipeline_status(stats: PipelineStats, model: str, device: str, active: bool) -> DiagnosticStatus:
+    """Status of the processing pipeline (ERROR when the last frame failed, WARN when idle)."""
+    status = DiagnosticStatus(name="damcseg: pipeline", hardware_id=HARDWARE_ID)
+    if not active:
+        status.level, status.message = DiagnosticStatus.WARN, "inactive (lifecycle not active)"
+    elif stats.last_error:
+        status.level, status.message = DiagnosticStatus.ERROR, f"prediction failed: {stats.last_error}"
+    elif stats.frames == 0:
+        status.level, status.message = DiagnosticStatus.WARN, "waiting for input"
+    else:
+        status.level, status.message = DiagnosticStatus.OK, "ok"
+    status.values = [
+        _kv("processing_ms", stats.processing_ms),
+        _kv("inference_ms", stats.inference_ms),
+        _kv("latency_ms", stats.latency_ms),
+        _kv("frames", stats.frames),
+        _kv("dropped", stats.dropped),
+        _kv("invalid", stats.invalid),
+        _kv("errors", stats.errors),
+        _kv("model", model),
+        _kv("device", device),
+    ]
+    return status
+
+
+def diagnostic_array(statuses: list[DiagnosticStatus], stamp: object) -> DiagnosticArray:
+    """Wrap statuses into the ``/diagnostics`` message."""
+    msg = DiagnosticArray()
+    msg.header.stamp = stamp
+    msg.status = statuses
+    return msg
