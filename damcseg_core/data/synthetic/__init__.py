@@ -1,0 +1,53 @@
+"""Embedded synthetic multi-modal driving world (RGB, depth, thermal, labels, instances, boxes).
+
+A perspective pinhole camera 1.5 m above a four-lane city road drives along it; every frame
+gives RGB, depth, thermal, semantic and instance maps, boxes, visible and amodal masks and an
+exact occlusion ratio per object, under day, dusk, night or fog. Everything is a pure function
+of the seed, frames of a drive are temporally coherent, and rendering is vectorised numpy.
+
+Main entry points:
+    :class:`SyntheticDrive` (coherent sequences, condition and crowd schedules),
+    :class:`SyntheticDataset` (independent scenes on the fly), :func:`frame_to_sample`,
+    :func:`write_synthetic_folder` / :class:`SyntheticFolderDataset` (on-disk layout),
+    :func:`preview_grid` (a picture a person can check).
+"""
+
+from damcseg_core.data.synthetic.drive import (
+    SyntheticConfig,
+    SyntheticDataset,
+    SyntheticDrive,
+    SyntheticFrame,
+    frame_to_sample,
+)
+from damcseg_core.data.synthetic.folder import (
+    SyntheticFolderConfig,
+    SyntheticFolderDataset,
+    preview_grid,
+    write_frame,
+    write_synthetic_folder,
+)
+from damcseg_core.data.synthetic.render import CONDITION_MODELS
+from damcseg_core.data.synthetic.world import (
+    CONDITIONS,
+    SyntheticWorldConfig,
+    camera_intrinsics,
+    kelvin_counts,
+)
+
+__all__ = [
+    "CONDITIONS",
+    "CONDITION_MODELS",
+    "SyntheticConfig",
+    "SyntheticDataset",
+    "SyntheticDrive",
+    "SyntheticFolderConfig",
+    "SyntheticFolderDataset",
+    "SyntheticFrame",
+    "SyntheticWorldConfig",
+    "camera_intrinsics",
+    "frame_to_sample",
+    "kelvin_counts",
+    "preview_grid",
+    "write_frame",
+    "write_synthetic_folder",
+]
