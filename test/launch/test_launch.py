@@ -90,10 +90,9 @@ except Exception as exc:  # ImportError on pip-only machines; plugin errors on s
     )
 
 if HAVE_LAUNCH:
+    from launch import LaunchDescription
     from launch.actions import IncludeLaunchDescription
     from launch.launch_description_sources import PythonLaunchDescriptionSource
-
-    from launch import LaunchDescription
 
     @launch_pytest.fixture
     def launch_description():
