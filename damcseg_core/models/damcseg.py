@@ -1,0 +1,355 @@
+"""DAMCSeg: Dynamic Adaptive Multi-Modal Collaborative Semantic Segmentation.
+
+Liao, Ding, Huang, "DAMCSeg: Dynamic Adaptive Multi-Modal Collaborative Semantic
+Segmentation" (paper in ``/work/shared/paper``). This module only wires the parts together:
+
+    inputs (any subset of rgb/depth/thermal, canonical units)
+      -> ModalityNormalizer -> LMMF encoders (Sec. III.B.1)
+      -> MCN completes missing modalities (eq. 3) -> modal adaptive attention (eq. 1-2)
+      -> shared EfficientNetV2 backbone, 80 % shared / 20 % per task (Sec. III.C.1)
+      -> detection head (BiFPN) -> boxes
+      -> segmentation head: global (ASPP) | local (ROI, gated branches) | post (depth prior)
+      -> scene complexity (eq. 5) + DSAF weights (eq. 6-9) -> weighted fusion -> CRF (Sec. III.E)
+
+Eval mode returns :class:`DamcsegOutput`, train mode :class:`DamcsegTrainOutput`, whatever the
+configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from damcseg_core import MODALITIES
+from damcseg_core.models.backbone import SharedBackbone
+from damcseg_core.models.branch_gating import GATE_IN_FEATURES, gate_features
+from damcseg_core.models.completion import ModalCompletionNetwork
+from damcseg_core.models.config import ModelConfig
+from damcseg_core.models.crf import MeanFieldCRF
+from damcseg_core.models.detection_head import DetectionHead
+from damcseg_core.models.dsaf import DSAF
+from damcseg_core.models.encoders import (
+    DilatedModalEncoder,
+    ModalityNormalizer,
+    RgbEncoder,
+    modality_in_channels,
+)
+from damcseg_core.models.modal_attention import ModalAdaptiveAttention
+from damcseg_core.models.outputs import DamcsegOutput, DamcsegTrainOutput
+from damcseg_core.models.scene_complexity import (
+    SceneComplexity,
+    estimate_scene_complexity,
+    initial_branch_weights,
+)
+from damcseg_core.models.segmentation_head import DepthPriorPath, GlobalPath, LocalPath, paste_rois
+
+__all__ = ["DAMCSeg", "LMMFFeatures", "check_inputs"]
+
+
+def _next_multiple(x: int, m: int = 32) -> int:
+    return (x + m - 1) // m * m
+
+
+def check_inputs(inputs: dict[str, torch.Tensor]) -> tuple[int, int, int]:
+    """Validate a batch of canonical model inputs and return ``(B, H, W)``.
+
+    Raises:
+        ValueError: empty dict, unknown key, wrong rank/channels/dtype, mismatched sizes, or H/W
+            not multiples of 32 (the message names the padded size to use).
+    """
+    if not isinstance(inputs, dict) or not inputs:
+        raise ValueError(f"inputs must be a non-empty dict with keys from {list(MODALITIES)}")
+    unknown = sorted(set(inputs) - set(MODALITIES))
+    if unknown:
+        raise ValueError(f"unknown modality key(s) {unknown}; valid keys are {list(MODALITIES)}")
+    channels = {"rgb": 3, "depth": 1, "thermal": 1}
+    shape = None
+    for m in MODALITIES:
+        if m not in inputs:
+            continue
+        x = inputs[m]
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != channels[m]:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"'{m}' must be a [B,{channels[m]},H,W] tensor, got {got}")
+        if not x.is_floating_point():
+            raise ValueError(
+                f"'{m}' must be floating point in canonical units (docs/interfaces.md), got {x.dtype}"
+            )
+        here = (x.shape[0], x.shape[2], x.shape[3])
+        if shape is not None and here != shape:
+            raise ValueError(f"all modalities must share batch and size; '{m}' is {here}, expected {shape}")
+        shape = here
+    b, h, w = shape
+    if h % 32 or w % 32:
+        raise ValueError(
+            f"height and width must be multiples of 32, got {h}x{w}; pad to "
+            f"{_next_multiple(h)}x{_next_multiple(w)} (the Predictor does this for you)"
+        )
+    return b, h, w
+
+
+@dataclasses.dataclass
+class LMMFFeatures:
+    """What :meth:`DAMCSeg.forward_features` returns.
+
+    Attributes:
+        normalized: modality -> normalised network input (only modalities used, not dropped).
+        encoded: modality -> encoder features ``[B, C, H/8, W/8]`` of every given modality
+            (dropped ones included, as completion targets).
+        completed_feats: modality -> features of all three modalities after the MCN.
+        fused: ``[B, C, H/8, W/8]`` fused features (eq. 2).
+        modality_weights: ``[B, 3]`` mean reliability per modality.
+        present / completed: modality name tuples in ``MODALITIES`` order.
+    """
+
+    normalized: dict[str, torch.Tensor]
+    encoded: dict[str, torch.Tensor]
+    completed_feats: dict[str, torch.Tensor]
+    fused: torch.Tensor
+    modality_weights: torch.Tensor
+    present: tuple[str, ...]
+    completed: tuple[str, ...]
+
+
+class DAMCSeg(nn.Module):
+    """The full DAMCSeg model; build it with :func:`damcseg_core.models.build_model`.
+
+    Args:
+        cfg: the model configuration (kept as ``self.config``).
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        width = cfg.encoder.widths[-1]
+        in_ch = modality_in_channels()
+        self.normalizer = ModalityNormalizer(cfg.normalization)
+        self.encoders = nn.ModuleDict(
+            {
+                "rgb": RgbEncoder(cfg.encoder, pretrained=cfg.pretrained),
+                "depth": DilatedModalEncoder(in_ch["depth"], cfg.encoder),
+                "thermal": DilatedModalEncoder(in_ch["thermal"], cfg.encoder),
+            }
+        )
+        self.completion = ModalCompletionNetwork(width, cfg.completion.hidden, cfg.completion.layers)
+        self.attention = ModalAdaptiveAttention(width, cfg.fusion.heads)
+        self.backbone = SharedBackbone(width, cfg.backbone, pretrained=cfg.pretrained)
+        self.det_head = DetectionHead(self.backbone.channels, cfg.detection, cfg.num_det_classes)
+        self.global_path = GlobalPath(self.backbone.channels, cfg.segmentation, cfg.num_classes)
+        self.local_path = LocalPath(
+            sum(in_ch.values()), width, cfg.segmentation, cfg.num_classes,
+            GATE_IN_FEATURES, cfg.refinement.gate, pretrained=cfg.pretrained,
+        )  # fmt: skip
+        self.post_path = DepthPriorPath(cfg.segmentation.post_strength, cfg.segmentation.depth_tolerance)
+        self.dsaf = DSAF(cfg.refinement.dsaf)
+        self.crf = MeanFieldCRF.from_config(cfg.refinement.crf) if cfg.refinement.use_crf else None
+
+    # ------------------------------------------------------------------ features
+    def forward_features(
+        self, inputs: dict[str, torch.Tensor], drop: tuple[str, ...] | set[str] = ()
+    ) -> LMMFFeatures:
+        """LMMF: normalise, encode, complete missing modalities, fuse.
+
+        Args:
+            inputs: modality -> batched canonical tensor (see :func:`check_inputs`).
+            drop: modalities present in ``inputs`` to treat as missing (training): they are
+                encoded only as completion targets, and the MCN prediction is fused instead.
+
+        Raises:
+            ValueError: invalid inputs, or ``drop`` naming an absent modality or all of them.
+        """
+        check_inputs(inputs)
+        drop = set(drop)
+        bad = sorted(drop - set(inputs))
+        if bad:
+            raise ValueError(f"drop={sorted(drop)} names modalities not in the inputs: {bad}")
+        present = tuple(m for m in MODALITIES if m in inputs)
+        used = tuple(m for m in present if m not in drop)
+        if not used:
+            raise ValueError(f"drop={sorted(drop)} would remove every input modality; keep at least one")
+        normalized = {m: self.normalizer(m, inputs[m]) for m in present}
+        encoded = {m: self.encoders[m](normalized[m]) for m in used}
+        for m in sorted(drop):
+            # A dropped modality's real features are only a (detached) completion target.
+            with torch.no_grad():
+                encoded[m] = self.encoders[m](normalized[m])
+        completed_feats, completed = self.completion({m: encoded[m] for m in used})
+        fused, weights = self.attention(completed_feats)
+        return LMMFFeatures(
+            normalized={m: normalized[m] for m in used},
+            encoded=encoded,
+            completed_feats=completed_feats,
+            fused=fused,
+            modality_weights=weights,
+            present=present,
+            completed=completed,
+        )
+
+    def _image_stack(
+        self, normalized: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """``[B, 6, H, W]`` normalised rgb|depth(+valid)|thermal, zeros for absent modalities."""
+        like = next(iter(inputs.values()))
+        b, _, h, w = like.shape
+        parts = []
+        for m, c in modality_in_channels().items():
+            parts.append(normalized[m] if m in normalized else like.new_zeros(b, c, h, w))
+        return torch.cat(parts, dim=1)
+
+    def _guide_image(self, inputs: dict[str, torch.Tensor], used: tuple[str, ...]) -> torch.Tensor:
+        """``[B, 3, H, W]`` in [0, 1] for scene complexity and the CRF: rgb, else thermal, else depth."""
+        if "rgb" in used:
+            return inputs["rgb"].clamp(0, 1)
+        if "thermal" in used:
+            return inputs["thermal"].clamp(0, 1).expand(-1, 3, -1, -1)
+        clean, _ = self.normalizer.depth_metres(inputs["depth"])
+        return (clean / self.config.normalization.max_depth).expand(-1, 3, -1, -1)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        inputs: dict[str, torch.Tensor],
+        drop: tuple[str, ...] | set[str] = (),
+        roi_boxes: list[torch.Tensor] | None = None,
+        roi_labels: list[torch.Tensor] | None = None,
+    ) -> DamcsegOutput | DamcsegTrainOutput:
+        """Detect and segment a batch.
+
+        Args:
+            inputs: modality -> ``[B, C, H, W]`` canonical tensors (any non-empty subset).
+            drop: modalities to drop for completion training (see :meth:`forward_features`).
+            roi_boxes: optional per image ``[N, 4]`` xyxy boxes (e.g. ground truth in training)
+                that the local and post-processing paths use instead of the detections.
+            roi_labels: per image ``[N]`` train ids of ``roi_boxes`` (required with them).
+
+        Returns:
+            :class:`DamcsegOutput` in eval mode, :class:`DamcsegTrainOutput` in train mode.
+        """
+        feats = self.forward_features(inputs, drop)
+        return self.forward_head(feats, inputs, roi_boxes, roi_labels)
+
+    def forward_head(
+        self,
+        feats: LMMFFeatures,
+        inputs: dict[str, torch.Tensor],
+        roi_boxes: list[torch.Tensor] | None = None,
+        roi_labels: list[torch.Tensor] | None = None,
+    ) -> DamcsegOutput | DamcsegTrainOutput:
+        """Backbone, detection, the three segmentation paths, DSAF fusion and CRF.
+
+        Args:
+            feats: output of :meth:`forward_features` for ``inputs``.
+            inputs: the canonical inputs (scene complexity, CRF guide and depth priors use them).
+            roi_boxes / roi_labels: see :meth:`forward`.
+        """
+        b, h, w = check_inputs(inputs)
+        used = tuple(m for m in feats.present if m in feats.normalized)
+        det_pyr, seg_pyr = self.backbone(feats.fused)
+        cls_logits, box_deltas, anchors = self.det_head(det_pyr)
+        boxes, scores, labels = self.det_head.postprocess(cls_logits, box_deltas, anchors, (h, w))
+
+        if roi_boxes is not None:
+            if roi_labels is None or len(roi_boxes) != b or len(roi_labels) != b:
+                raise ValueError(f"roi_boxes and roi_labels must both be lists of {b} per-image tensors")
+            use_boxes = [r.to(feats.fused.device, torch.float32).reshape(-1, 4) for r in roi_boxes]
+            use_labels = [lab.to(feats.fused.device, torch.int64).reshape(-1) for lab in roi_labels]
+            use_scores = [torch.ones(len(r), device=feats.fused.device) for r in use_boxes]
+            k = self.config.num_classes
+            for i, (bx, lab) in enumerate(zip(use_boxes, use_labels)):
+                if len(bx) != len(lab) or ((lab < 0) | (lab >= k)).any():
+                    raise ValueError(
+                        f"image {i}: roi_labels must hold one train id in [0, {k}) per roi box; "
+                        f"got {len(lab)} labels {lab.tolist()[:5]} for {len(bx)} boxes"
+                    )
+        else:
+            use_boxes, use_labels, use_scores = boxes, labels, scores
+        cap = self.config.segmentation.max_rois
+        use_boxes = [x[:cap] for x in use_boxes]
+        use_labels = [x[:cap] for x in use_labels]
+        use_scores = [x[:cap] for x in use_scores]
+
+        # The three paths, DSAF and the CRF run at the work resolution H/s x W/s (s =
+        # fusion_stride); only the final logits are up-sampled to the input size.
+        st = self.config.segmentation.fusion_stride
+        hw, ww = h // st, w // st
+        work_boxes = [bx / st for bx in use_boxes] if st > 1 else use_boxes
+        global_logits, _ = self.global_path(seg_pyr, (hw, ww))
+        guide = self._guide_image(inputs, used)
+        depth = inputs["depth"] if "depth" in used else None
+        depth_m, depth_valid = self.normalizer.depth_metres(depth) if depth is not None else (None, None)
+        scene: SceneComplexity = estimate_scene_complexity(
+            guide, use_boxes, use_scores, depth_m, self.config.refinement.scene
+        )
+        if st > 1:
+            guide = F.avg_pool2d(guide, st)
+            if depth_m is not None:  # nearest sampling keeps real depths (no blending across borders)
+                depth_m, depth_valid = depth_m[..., ::st, ::st], depth_valid[..., ::st, ::st]
+        probs = torch.softmax(global_logits, dim=1)
+        sizes, ambiguity = self.dsaf.target_features(probs, work_boxes)
+        dsaf_w = self.dsaf(initial_branch_weights(scene.category).to(probs), sizes, ambiguity)
+
+        local_logits = torch.zeros_like(global_logits)
+        local_cov = global_logits.new_zeros(b, 1, hw, ww)
+        gate_cost = global_logits.new_zeros(())
+        if sum(len(x) for x in use_boxes):
+            gates = gate_features(sizes, ambiguity, scene.S, use_scores, scene.box_edge_density)
+            out = self.local_path(self._image_stack(feats.normalized, inputs), seg_pyr[0], use_boxes, gates)
+            local_logits, local_cov = paste_rois(out.logits, work_boxes, b, hw, ww)
+            gate_cost = out.gate_cost
+        post_logits, post_cov = self.post_path(
+            global_logits, work_boxes, use_scores, use_labels, depth_m, depth_valid
+        )
+        maps = self.dsaf.weight_maps(dsaf_w.image_weights, work_boxes, dsaf_w.target_weights, hw, ww)
+        fused = self.dsaf.fuse(global_logits, local_logits, local_cov, post_logits, post_cov, maps)
+        seg_logits = self.crf(fused, guide, scene.S) if self.crf is not None else fused
+        if st > 1:
+            seg_logits = F.interpolate(seg_logits, size=(h, w), mode="bilinear", align_corners=False)
+
+        if not self.training:
+            return DamcsegOutput(
+                seg_logits=seg_logits,
+                boxes=boxes,
+                scores=scores,
+                labels=labels,
+                scene=scene,
+                branch_weights=dsaf_w.image_weights,
+                target_branch_weights=dsaf_w.target_weights,
+                modality_weights=feats.modality_weights,
+                present=feats.present,
+                completed=feats.completed,
+            )
+        completion = {
+            m: (feats.completed_feats[m], feats.encoded[m]) for m in feats.completed if m in feats.encoded
+        }
+        branch_logits = {"global": global_logits, "local": local_logits, "post": post_logits}
+        if st > 1:  # the losses work at input resolution
+            branch_logits = {
+                k: F.interpolate(v, size=(h, w), mode="bilinear", align_corners=False)
+                for k, v in branch_logits.items()
+            }
+            local_cov = F.interpolate(local_cov, size=(h, w), mode="nearest")
+            post_cov = F.interpolate(post_cov, size=(h, w), mode="nearest")
+        return DamcsegTrainOutput(
+            seg_logits=seg_logits,
+            branch_logits=branch_logits,
+            local_coverage=local_cov,
+            post_coverage=post_cov,
+            cls_logits=cls_logits,
+            box_deltas=box_deltas,
+            anchors=anchors,
+            completion=completion,
+            modality_weights=feats.modality_weights,
+            boxes=boxes,
+            scores=scores,
+            labels=labels,
+            roi_boxes=use_boxes,
+            scene=scene,
+            branch_weights=dsaf_w.image_weights,
+            target_branch_weights=dsaf_w.target_weights,
+            gate_cost=gate_cost,
+            present=feats.present,
+            completed=feats.completed,
+        )

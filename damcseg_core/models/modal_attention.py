@@ -1,0 +1,64 @@
+"""Modal adaptive attention of the LMMF module (DAMCSeg paper, eq. 1-2).
+
+``omega_m = sigmoid(W_m F_m + b_m)`` and ``F_fusion = sum_m omega_m * F_m``.
+
+``W_m`` is a 1x1 convolution producing one reliability map per *head*: the ``C`` channels of
+``F_m`` are split into ``heads`` groups (paper: 8) and every group gets its own spatial weight
+map, so a modality can be trusted for some feature groups (e.g. geometry from depth) and not
+for others at the same pixel. The weights are not normalised across modalities, as in eq. 2;
+missing modalities are completed by the MCN first, so the sum always has the same three terms.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from damcseg_core import MODALITIES
+
+__all__ = ["ModalAdaptiveAttention"]
+
+
+class ModalAdaptiveAttention(nn.Module):
+    """Per-modality, per-head sigmoid reliability weights and their weighted sum.
+
+    Args:
+        channels: feature channels ``C`` of every modality.
+        heads: reliability maps per modality; ``channels`` must be divisible by it.
+    """
+
+    def __init__(self, channels: int, heads: int = 8) -> None:
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"channels ({channels}) must be divisible by heads ({heads})")
+        self.heads = heads
+        self.channels = channels
+        self.gates = nn.ModuleDict({m: nn.Conv2d(channels, heads, kernel_size=1) for m in MODALITIES})
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fuse modality features.
+
+        Args:
+            feats: modality -> ``[B, C, h, w]``; any non-empty subset of ``MODALITIES``.
+
+        Returns:
+            ``F_fusion [B, C, h, w]`` and ``modality_weights [B, 3]``: mean ``omega_m`` per
+            modality in ``MODALITIES`` order (0 for a modality absent from ``feats``).
+        """
+        if not feats:
+            raise ValueError("ModalAdaptiveAttention needs at least one modality")
+        first = next(iter(feats.values()))
+        b, c, h, w = first.shape
+        fused = torch.zeros_like(first)
+        weights = first.new_zeros(b, len(MODALITIES))
+        for i, m in enumerate(MODALITIES):
+            if m not in feats:
+                continue
+            f = feats[m]
+            omega = torch.sigmoid(self.gates[m](f))  # [B, heads, h, w], eq. 1
+            weights[:, i] = omega.mean(dim=(1, 2, 3))
+            # Each head's map weights its own C/heads channel group (eq. 2 per group).
+            fused = fused + (f.view(b, self.heads, c // self.heads, h, w) * omega.unsqueeze(2)).view(
+                b, c, h, w
+            )
+        return fused, weights

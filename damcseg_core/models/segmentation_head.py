@@ -1,0 +1,304 @@
+"""Three-path segmentation head of DAMCSeg (paper Sec. III.C.2).
+
+* **Global path** (:class:`GlobalPath`): a channel-pruned ASPP (rates 1, 6, 12, 18 plus image
+  pooling) on the stride-32 segmentation features, then a DeepLabv3+-style decoder that adds
+  the stride-16 and stride-8 features; logits are up-sampled to the input size.
+* **Local path** (:class:`LocalPath`): every detected box is cropped from the normalised input
+  modalities with ``torchvision.ops.roi_align`` at ``roi_size x roi_size`` (paper: 128) and run
+  through a MobileNetV4 sub-network; the crop's stride-8 fused features (``roi_align`` of P3)
+  are concatenated so a missing modality is still represented by its MCN-completed features.
+  The DSAF engineer's :class:`~damcseg_core.models.branch_gating.LocalBranches` (edge / context
+  / consistency branches behind a gate) turn this into per-ROI logits, which are resized to
+  each box and pasted back into the image (overlapping ROIs are averaged).
+* **Post-processing path** (:class:`DepthPriorPath`): depth priors refine box matching for
+  occluded targets. Each box gets a reference depth (median of the valid depth inside it). A
+  pixel inside one or more boxes is matched to the box whose reference depth explains the
+  pixel's depth best, ``m_i(p) = exp(-0.5 * ((d(p) - d_i) / (tol * d_i))**2)``; where boxes
+  overlap this hands each pixel to the target it belongs to (the nearer one when it occludes
+  the other, the farther one where the farther target is visible around it) rather than to
+  whichever box was drawn last. Pixels without a valid depth go to the nearest covering box.
+  Without a depth input the boxes are ordered by their bottom edge (lower in the image =
+  nearer, the ground-plane prior) and each pixel goes to the nearest covering box with
+  ``m = 1``. The path's logits are the global logits plus ``strength * score * m`` on the
+  matched box's class (``strength`` learnable, init ``post_strength``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import roi_align
+
+from damcseg_core.models.branch_gating import BranchGateConfig, LocalBranches, LocalBranchOutput
+from damcseg_core.models.config import SegmentationConfig
+from damcseg_core.models.encoders import FEATURE_STRIDE, ConvBNAct, TimmTrunk
+
+__all__ = ["ASPP", "DepthPriorPath", "GlobalPath", "LocalPath", "box_regions", "paste_rois"]
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling: a 1x1 branch (rate 1), dilated 3x3 branches, image pooling.
+
+    The paper's "channel pruning" is the reduced width ``out_ch`` (``aspp_channels``); with
+    ``separable`` the dilated branches are also depthwise-separable (edge variants).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, rates: tuple[int, ...], separable: bool = True) -> None:
+        super().__init__()
+        branches = []
+        for rate in rates:
+            if rate == 1:
+                branches.append(ConvBNAct(in_ch, out_ch, kernel=1))
+            elif not separable:
+                branches.append(ConvBNAct(in_ch, out_ch, kernel=3, dilation=rate))
+            else:
+                branches.append(
+                    nn.Sequential(
+                        nn.Conv2d(in_ch, in_ch, 3, padding=rate, dilation=rate, groups=in_ch, bias=False),
+                        ConvBNAct(in_ch, out_ch, kernel=1),
+                    )
+                )
+        self.branches = nn.ModuleList(branches)
+        # No BatchNorm on the 1x1 pooled branch: it would fail for batch size 1 in training.
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_ch, out_ch, 1), nn.ReLU(inplace=True))
+        self.project = ConvBNAct(out_ch * (len(rates) + 1), out_ch, kernel=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [b(x) for b in self.branches]
+        outs.append(self.pool(x).expand(-1, -1, *x.shape[-2:]))
+        return self.project(torch.cat(outs, dim=1))
+
+
+class GlobalPath(nn.Module):
+    """ASPP on P5 + decoder with P4 and P3 -> logits ``[B, K, H, W]``."""
+
+    def __init__(self, in_channels: list[int], cfg: SegmentationConfig, num_classes: int) -> None:
+        super().__init__()
+        c3, c4, c5 = in_channels
+        a, d = cfg.aspp_channels, cfg.decoder_channels
+        self.aspp = ASPP(c5, a, cfg.aspp_rates, cfg.aspp_separable)
+        self.proj4 = ConvBNAct(c4, d, kernel=1)
+        self.fuse4 = ConvBNAct(a + d, d, kernel=3)
+        self.proj3 = ConvBNAct(c3, d, kernel=1)
+        self.fuse3 = ConvBNAct(2 * d, d, kernel=3)
+        self.classifier = nn.Conv2d(d, num_classes, 1)
+
+    def forward(
+        self, pyramid: list[torch.Tensor], out_size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (logits at ``out_size``, stride-8 decoder features)."""
+        p3, p4, p5 = pyramid
+        x = self.aspp(p5)
+        x = F.interpolate(x, size=p4.shape[-2:], mode="bilinear", align_corners=False)
+        x = self.fuse4(torch.cat([x, self.proj4(p4)], dim=1))
+        x = F.interpolate(x, size=p3.shape[-2:], mode="bilinear", align_corners=False)
+        feats = self.fuse3(torch.cat([x, self.proj3(p3)], dim=1))
+        logits = F.interpolate(self.classifier(feats), size=out_size, mode="bilinear", align_corners=False)
+        return logits, feats
+
+
+def box_regions(box: torch.Tensor, height: int, width: int) -> tuple[int, int, int, int] | None:
+    """Integer pixel region ``(y0, y1, x0, x1)`` covered by an xyxy box, or None when empty."""
+    x0 = max(0, min(width, math.floor(float(box[0]))))
+    y0 = max(0, min(height, math.floor(float(box[1]))))
+    x1 = max(0, min(width, math.ceil(float(box[2]))))
+    y1 = max(0, min(height, math.ceil(float(box[3]))))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return y0, y1, x0, x1
+
+
+def paste_rois(
+    roi_logits: torch.Tensor, boxes: list[torch.Tensor], batch: int, height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize each ROI's logits to its box and paste into the image, averaging overlaps.
+
+    Args:
+        roi_logits: ``[N_total, K, h, w]`` for all boxes of all images, in image order.
+        boxes: per image ``[N_b, 4]`` xyxy pixel boxes.
+
+    Returns:
+        ``logits [B, K, H, W]`` (0 outside every box) and ``coverage [B, 1, H, W]`` in {0, 1}.
+    """
+    k = roi_logits.shape[1]
+    total = roi_logits.new_zeros(batch, k, height, width)
+    count = roi_logits.new_zeros(batch, 1, height, width)
+    i = 0
+    for b, img_boxes in enumerate(boxes):
+        for box in img_boxes:
+            region = box_regions(box, height, width)
+            if region is not None:
+                y0, y1, x0, x1 = region
+                patch = F.interpolate(
+                    roi_logits[i : i + 1], size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False
+                )
+                total[b : b + 1, :, y0:y1, x0:x1] += patch
+                count[b : b + 1, :, y0:y1, x0:x1] += 1
+            i += 1
+    coverage = (count > 0).to(total.dtype)
+    return total / count.clamp(min=1), coverage
+
+
+class LocalPath(nn.Module):
+    """ROI crops -> MobileNetV4 sub-network (+ ROI of P3) -> gated local branches -> pasted logits.
+
+    Args:
+        image_channels: channels of the normalised modality stack that ROIs are cropped from.
+        feature_channels: channels of the stride-8 features (P3) also pooled per ROI.
+        cfg: segmentation settings (``roi_size``, ``local_backbone``, ``local_stages`` ...).
+        num_classes: segmentation classes.
+        gate_in_features: width of the gate inputs given to :class:`LocalBranches`.
+        gate_cfg: settings of the gate and the three local branches.
+        pretrained: load timm weights for the sub-network (never downloads here).
+    """
+
+    def __init__(
+        self,
+        image_channels: int,
+        feature_channels: int,
+        cfg: SegmentationConfig,
+        num_classes: int,
+        gate_in_features: int,
+        gate_cfg: BranchGateConfig | None = None,
+        pretrained: bool = False,
+    ) -> None:
+        super().__init__()
+        self.roi_size = cfg.roi_size
+        self.trunk = TimmTrunk(
+            cfg.local_backbone, cfg.local_stages, in_chans=image_channels, pretrained=pretrained
+        )
+        self.reduction = self.trunk.reductions[-1]
+        if cfg.roi_size % self.reduction:
+            raise ValueError(
+                f"roi_size {cfg.roi_size} must be divisible by the local sub-network stride {self.reduction}"
+            )
+        self.out_size = cfg.roi_size // self.reduction
+        self.merge = ConvBNAct(self.trunk.channels[-1] + feature_channels, cfg.local_channels, kernel=1)
+        self.branches = LocalBranches(cfg.local_channels, num_classes, gate_in_features, gate_cfg)
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        p3: torch.Tensor,
+        boxes: list[torch.Tensor],
+        gate_inputs: torch.Tensor,
+        force_all: bool = False,
+    ) -> LocalBranchOutput:
+        """Run the local branches on every box.
+
+        Args:
+            image: ``[B, C_img, H, W]`` normalised modality stack.
+            p3: ``[B, C, H/8, W/8]`` stride-8 features.
+            boxes: per image ``[N_b, 4]`` xyxy boxes (at least one box in total).
+            gate_inputs: ``[N_total, F]`` gate inputs of all boxes, image order.
+            force_all: run every branch regardless of the gate (training).
+
+        Returns:
+            The :class:`LocalBranchOutput` of all ROIs (logits ``[N_total, K, h, w]``).
+        """
+        rois = [b.to(image.dtype) for b in boxes]
+        crops = roi_align(
+            image, rois, output_size=self.roi_size, spatial_scale=1.0, sampling_ratio=2, aligned=True
+        )
+        local = self.trunk(crops)[-1]
+        ctx = roi_align(
+            p3,
+            rois,
+            output_size=self.out_size,
+            spatial_scale=1.0 / FEATURE_STRIDE,
+            sampling_ratio=2,
+            aligned=True,
+        )
+        return self.branches(self.merge(torch.cat([local, ctx], dim=1)), gate_inputs, force_all=force_all)
+
+
+class DepthPriorPath(nn.Module):
+    """Post-processing path: depth-ordered box matching added to the global logits (module docstring)."""
+
+    def __init__(self, strength: float, depth_tolerance: float) -> None:
+        super().__init__()
+        if strength <= 0 or depth_tolerance <= 0:
+            raise ValueError("post_strength and depth_tolerance must be > 0")
+        # Stored as log so the learned strength stays positive.
+        self.log_strength = nn.Parameter(torch.tensor(math.log(strength)))
+        self.tolerance = depth_tolerance
+
+    @staticmethod
+    def reference_depths(
+        boxes: torch.Tensor, depth: torch.Tensor | None, valid: torch.Tensor | None, height: int
+    ) -> torch.Tensor:
+        """Reference depth of each box: median valid depth inside it, else the ground-plane proxy.
+
+        The proxy ``height / y_bottom`` grows with distance like depth does for objects standing
+        on a flat ground plane seen by a forward-looking camera.
+        """
+        proxy = height / boxes[:, 3].clamp(min=1.0)
+        if depth is None:
+            return proxy
+        ref = proxy.clone()
+        for i, box in enumerate(boxes):
+            region = box_regions(box, height, depth.shape[-1])
+            if region is None:
+                continue
+            y0, y1, x0, x1 = region
+            d = depth[0, y0:y1, x0:x1][valid[0, y0:y1, x0:x1] > 0]
+            if d.numel():
+                ref[i] = d.median()
+        return ref
+
+    def forward(
+        self,
+        global_logits: torch.Tensor,
+        boxes: list[torch.Tensor],
+        scores: list[torch.Tensor],
+        class_ids: list[torch.Tensor],
+        depth: torch.Tensor | None,
+        depth_valid: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return post-path logits ``[B, K, H, W]`` and coverage ``[B, 1, H, W]``.
+
+        Args:
+            global_logits: ``[B, K, H, W]`` logits of the global path.
+            boxes / scores / class_ids: per image boxes, scores and segmentation class ids.
+            depth: ``[B, 1, H, W]`` metres (invalid = 0) or None when no depth was given.
+            depth_valid: ``[B, 1, H, W]`` 0/1 validity of ``depth``.
+        """
+        b_, k, h, w = global_logits.shape
+        boost = global_logits.new_zeros(b_, k, h, w)
+        coverage = global_logits.new_zeros(b_, 1, h, w)
+        strength = self.log_strength.exp()
+        for b in range(b_):
+            n = boxes[b].shape[0]
+            if n == 0:
+                continue
+            d_img = None if depth is None else depth[b]
+            v_img = None if depth_valid is None else depth_valid[b]
+            ref = self.reference_depths(boxes[b].detach().float(), d_img, v_img, h)
+            best = torch.full((h, w), -1.0, device=global_logits.device)
+            weight = torch.zeros(h, w, device=global_logits.device)
+            owner_cls = torch.zeros(h, w, dtype=torch.long, device=global_logits.device)
+            # Visit far-to-near, so that on equal match the nearer box (visited later) wins.
+            for i in torch.argsort(ref, descending=True).tolist():
+                region = box_regions(boxes[b][i], h, w)
+                if region is None:
+                    continue
+                y0, y1, x0, x1 = region
+                if d_img is None:
+                    match = torch.ones(y1 - y0, x1 - x0, device=global_logits.device)
+                else:
+                    d = d_img[0, y0:y1, x0:x1]
+                    sigma = self.tolerance * ref[i].clamp(min=1e-3)
+                    match = torch.exp(-0.5 * ((d - ref[i]) / sigma) ** 2)
+                    # No valid depth at the pixel: prefer the nearest box (ties go to later = nearer).
+                    match = torch.where(v_img[0, y0:y1, x0:x1] > 0, match, torch.ones_like(match))
+                cur = best[y0:y1, x0:x1]
+                take = match >= cur
+                best[y0:y1, x0:x1] = torch.where(take, match, cur)
+                weight[y0:y1, x0:x1] = torch.where(take, match * float(scores[b][i]), weight[y0:y1, x0:x1])
+                owner_cls[y0:y1, x0:x1] = torch.where(take, class_ids[b][i], owner_cls[y0:y1, x0:x1])
+                coverage[b, 0, y0:y1, x0:x1] = 1.0
+            boost[b].scatter_(0, owner_cls.unsqueeze(0), weight.unsqueeze(0).to(boost.dtype))
+        return global_logits + strength * boost, coverage
