@@ -1,0 +1,136 @@
+"""The Detection-Segmentation Joint Loss (DAMCSeg paper, eq. 4) plus the MCN completion loss.
+
+``total = L_det + lambda1 * L_seg + lambda2 * L_align + completion_weight * L_comp
++ aux_weight * CE(global path) + gate_cost_weight * gate_cost``
+
+* ``L_det``, ``L_seg``, ``L_align``, ``L_comp``: see :mod:`~damcseg_core.losses.detection`,
+  :mod:`~damcseg_core.losses.segmentation`, :mod:`~damcseg_core.losses.alignment`,
+  :mod:`~damcseg_core.losses.completion`. ``lambda1 = 1.0`` and ``lambda2 = 0.5`` (paper).
+* ``L_seg`` is computed on the final (DSAF-fused, CRF-refined) ``seg_logits``.
+* Deep supervision (our addition, ``aux_weight``): plain CE on the global path's logits so
+  the ASPP path learns even where DSAF gives it a small weight.
+* ``gate_cost`` (our addition, weight 0 by default): the expected compute of the local
+  branch gates, for users who want to push the gates towards skipping branches.
+* The paper's warm-up stage trains the task heads before "enabling DSJL"; the trainer sets
+  :attr:`DSJLoss.align_enabled` to ``False`` there, which zeroes the alignment term.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from damcseg_core.data.classes import IGNORE_INDEX
+from damcseg_core.losses.alignment import AlignmentLossConfig, alignment_loss
+from damcseg_core.losses.completion import CompletionLossConfig, completion_loss
+from damcseg_core.losses.detection import DetectionLossConfig, detection_loss
+from damcseg_core.losses.segmentation import SegmentationLossConfig, segmentation_loss
+
+__all__ = ["DSJLoss", "LossConfig"]
+
+
+@dataclasses.dataclass
+class LossConfig:
+    """Weights of the DSJL and of every term inside it."""
+
+    lambda1: float = 1.0  # paper eq. 4: weight of L_seg
+    lambda2: float = 0.5  # paper eq. 4: weight of L_align
+    completion_weight: float = 1.0  # weight of the MCN completion loss (not in eq. 4)
+    aux_weight: float = 0.4  # deep supervision CE on the global path logits (0 disables)
+    gate_cost_weight: float = 0.0  # weight of the local-branch gate compute cost
+    detection: DetectionLossConfig = dataclasses.field(default_factory=DetectionLossConfig)
+    segmentation: SegmentationLossConfig = dataclasses.field(default_factory=SegmentationLossConfig)
+    alignment: AlignmentLossConfig = dataclasses.field(default_factory=AlignmentLossConfig)
+    completion: CompletionLossConfig = dataclasses.field(default_factory=CompletionLossConfig)
+
+
+class DSJLoss:
+    """Callable computing every named loss of a training step.
+
+    Args:
+        cfg: loss weights.
+
+    Example:
+        >>> losses = DSJLoss(LossConfig())(model(inputs, drop=drop), batch)
+        >>> losses["total"].backward()
+    """
+
+    def __init__(self, cfg: LossConfig | None = None) -> None:
+        self.cfg = cfg or LossConfig()
+        self.align_enabled = True  # the trainer turns this off during the warm-up stage
+
+    def __call__(self, out: Any, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Compute the losses.
+
+        Args:
+            out: a ``DamcsegTrainOutput``.
+            batch: a collated batch (``semantic [B,H,W]``, ``instance [B,H,W]``, per-image lists
+                ``boxes``, ``labels``, ``occlusion``), on the model's device.
+
+        Returns:
+            Named scalar losses: ``det_cls``, ``det_box``, ``det``, ``seg_ce``, ``seg_boundary``,
+            ``seg_dice``, ``seg_tiny``, ``seg_occlusion``, ``seg``, ``align``, ``align_iou``
+            (a detached statistic), ``completion``, ``aux``, ``gate_cost`` and ``total``.
+        """
+        cfg = self.cfg
+        # Losses are computed in float32 even when the model ran under bfloat16 autocast.
+        out = (
+            dataclasses.replace(
+                out,
+                seg_logits=out.seg_logits.float(),
+                cls_logits=out.cls_logits.float(),
+                box_deltas=out.box_deltas.float(),
+                branch_logits={k: v.float() for k, v in out.branch_logits.items()},
+            )
+            if dataclasses.is_dataclass(out)
+            else out
+        )
+        for key in ("semantic", "boxes", "labels"):
+            if key not in batch:
+                raise KeyError(
+                    f"batch has no '{key}'; DSJLoss needs a collated sample batch (docs/interfaces.md)"
+                )
+        semantic = batch["semantic"].to(out.seg_logits.device)
+        losses: dict[str, torch.Tensor] = {}
+        losses.update(
+            detection_loss(
+                out.cls_logits, out.box_deltas, out.anchors, batch["boxes"], batch["labels"], cfg.detection
+            )
+        )
+        losses.update(
+            segmentation_loss(
+                out.seg_logits, semantic, batch.get("instance"), batch.get("occlusion"), cfg.segmentation
+            )
+        )
+        if cfg.alignment.boxes == "gt":
+            align_boxes, align_labels = batch["boxes"], batch["labels"]
+        else:
+            align_boxes, align_labels = out.boxes, out.labels
+        align = alignment_loss(out.seg_logits, align_boxes, align_labels, cfg.alignment)
+        if not self.align_enabled:
+            align["align"] = align["align"].mul(0.0).abs()
+        losses.update(align)
+        losses.update(completion_loss(out.completion, cfg.completion, reference=out.seg_logits))
+        if cfg.aux_weight > 0 and "global" in out.branch_logits:
+            valid = semantic != IGNORE_INDEX
+            aux = F.cross_entropy(out.branch_logits["global"], semantic.long(), ignore_index=IGNORE_INDEX)
+            losses["aux"] = aux if valid.any() else out.seg_logits.sum().mul(0.0).abs()
+        else:
+            losses["aux"] = out.seg_logits.sum().mul(0.0).abs()
+        losses["gate_cost"] = (
+            out.gate_cost.reshape(())
+            if torch.is_tensor(out.gate_cost)
+            else out.seg_logits.sum().mul(0.0).abs()
+        )
+        losses["total"] = (
+            losses["det"]
+            + cfg.lambda1 * losses["seg"]
+            + (cfg.lambda2 * losses["align"])
+            + cfg.completion_weight * losses["completion"]
+            + cfg.aux_weight * losses["aux"]
+            + cfg.gate_cost_weight * losses["gate_cost"]
+        )
+        return losses

@@ -1,0 +1,289 @@
+"""Paired training augmentations (DAMCSeg paper Sec. IV.A.4) and modality dropout.
+
+Every geometric transform moves all modalities and every label together: ``semantic`` and
+``instance`` maps, ``boxes``, and the per-object ``labels`` / ``occlusion`` / ``areas`` rows.
+After the geometry, objects are re-derived from the instance map: each object's box becomes
+the tight box of its visible pixels and its area their count, objects that left the frame are
+removed and the instance ids renumbered (``k`` = row ``k-1``, as in ``docs/interfaces.md``).
+Objects without any instance pixels to begin with (datasets with boxes only) keep their
+geometrically transformed, clipped box.
+
+Order: horizontal flip -> scale with crop/pad to the training size (or tiny-target zoom
+instead) -> colour jitter (RGB only) -> random occlusion. Every random choice comes from the
+``torch.Generator`` passed in, so a sample's augmentation is a function of its seed (resume
+and DDP reproduce it exactly).
+
+* **Scale** ``s ~ U(scale_min, scale_max)`` relative to the scale that makes the frame cover the
+  training size; then a random crop (padding where the scaled frame is smaller: images with 0,
+  ``semantic`` with 255, ``instance`` with 0).
+* **Tiny-target zoom** ("super-resolution enhancement"): with probability ``tiny_zoom``, if the
+  frame holds an object smaller than ``tiny_zoom_area`` px, scale by ``tiny_zoom_factor`` times
+  the cover scale and crop around that object (random jitter, kept inside the frame), so the
+  network sees tiny targets magnified.
+* **Colour jitter**: brightness, contrast, saturation, hue (torchvision semantics) on ``rgb``.
+* **Random occlusion**: 1..``occlusion_max_rects`` rectangles set to 0 on every modality (for
+  depth, 0 means invalid); labels are kept, so the model learns to segment behind occluders.
+* **Modality dropout**: :func:`sample_modality_subset` draws one of the 7 non-empty subsets of
+  (rgb, depth, thermal) uniformly; present modalities outside it are passed to the model as
+  ``drop`` so the MCN predicts them and the completion loss supervises the prediction.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+
+from damcseg_core import MODALITIES
+from damcseg_core.data.classes import IGNORE_INDEX
+from damcseg_core.train.config import AugmentConfig
+
+__all__ = [
+    "ALL_SUBSETS",
+    "Augmenter",
+    "color_jitter",
+    "generator_for",
+    "hflip",
+    "random_occlusion",
+    "refresh_objects",
+    "resize_crop",
+    "sample_modality_subset",
+    "seed_for",
+]
+
+ALL_SUBSETS: tuple[tuple[str, ...], ...] = tuple(
+    c for r in range(1, len(MODALITIES) + 1) for c in itertools.combinations(MODALITIES, r)
+)
+"""The 7 non-empty modality subsets, in ``MODALITIES`` order."""
+
+_PIXEL_KEYS = ("rgb", "depth", "thermal", "semantic", "instance")
+
+
+def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=g))
+
+
+def _chance(g: torch.Generator, p: float) -> bool:
+    return p > 0 and float(torch.rand((), generator=g)) < p
+
+
+def _size(sample: dict[str, Any]) -> tuple[int, int]:
+    h, w = sample["semantic"].shape[-2:]
+    return int(h), int(w)
+
+
+def _object_boxes(instance: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tight xyxy boxes ``[n, 4]`` and pixel counts ``[n]`` of objects ``1..n`` of an instance map."""
+    ids = instance.long().flatten()
+    w = instance.shape[-1]
+    counts = torch.bincount(ids, minlength=n + 1)[1 : n + 1].float()
+    boxes = torch.zeros(n, 4)
+    fg = ids > 0
+    if fg.any() and n > 0:
+        idx = ids[fg] - 1
+        flat = torch.nonzero(fg).flatten()
+        ys, xs = (flat // w).float(), (flat % w).float()
+        big = float(instance.numel())
+        x1 = torch.full((n,), big).scatter_reduce(0, idx, xs, "amin")
+        y1 = torch.full((n,), big).scatter_reduce(0, idx, ys, "amin")
+        x2 = torch.full((n,), -1.0).scatter_reduce(0, idx, xs + 1, "amax")
+        y2 = torch.full((n,), -1.0).scatter_reduce(0, idx, ys + 1, "amax")
+        boxes = torch.stack([x1, y1, x2, y2], dim=1)
+    return boxes, counts
+
+
+def refresh_objects(sample: dict[str, Any], had_pixels: torch.Tensor) -> dict[str, Any]:
+    """Re-derive per-object rows from the (transformed) instance map (see module docstring).
+
+    Args:
+        sample: sample whose ``boxes`` were transformed geometrically.
+        had_pixels: ``[N]`` bool, whether each object had instance pixels before augmenting.
+    """
+    n = sample["boxes"].shape[0]
+    if n == 0:
+        return sample
+    tight, counts = _object_boxes(sample["instance"], n)
+    geo = sample["boxes"]
+    has = counts > 0
+    geo_ok = (geo[:, 2] > geo[:, 0]) & (geo[:, 3] > geo[:, 1])
+    keep = has | (~had_pixels & geo_ok)
+    boxes = torch.where(has[:, None], tight, geo)
+    areas = torch.where(has, counts, sample["areas"].float() if "areas" in sample else counts)
+    remap = torch.zeros(n + 1, dtype=torch.int64)
+    remap[1:][keep] = torch.arange(1, int(keep.sum()) + 1)
+    sample["instance"] = remap[sample["instance"].long()].to(torch.int32)
+    sample["boxes"] = boxes[keep].float()
+    for key in ("labels", "occlusion"):
+        if key in sample:
+            sample[key] = sample[key][keep]
+    sample["areas"] = areas[keep].float()
+    return sample
+
+
+def hflip(sample: dict[str, Any]) -> dict[str, Any]:
+    """Mirror every per-pixel tensor left-right and the boxes with them."""
+    _, w = _size(sample)
+    for key in _PIXEL_KEYS:
+        if key in sample:
+            sample[key] = sample[key].flip(-1)
+    if sample["boxes"].numel():
+        b = sample["boxes"].clone()
+        sample["boxes"] = torch.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], dim=1)
+    return sample
+
+
+def resize_crop(
+    sample: dict[str, Any], scale: float, out_size: tuple[int, int], offset: tuple[int, int]
+) -> dict[str, Any]:
+    """Scale the frame by ``scale`` and take the ``out_size`` window at ``offset`` (y, x).
+
+    The window may extend past the scaled frame (negative offset or small frame): those pixels
+    are padding (0 for images and ``instance``, 255 for ``semantic``). Boxes are scaled, shifted
+    and clipped to the window.
+    """
+    h, w = _size(sample)
+    sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+    oh, ow = out_size
+    oy, ox = offset
+    # Source (scaled) and destination ranges of the overlap.
+    sy0, sx0 = max(0, oy), max(0, ox)
+    sy1, sx1 = min(sh, oy + oh), min(sw, ox + ow)
+    for key in _PIXEL_KEYS:
+        if key not in sample:
+            continue
+        x = sample[key]
+        label = key in ("semantic", "instance")
+        x4 = x[None, None].float() if label else x[None].float()
+        mode = "nearest" if label or key == "depth" else "bilinear"
+        kwargs = {} if mode == "nearest" else {"align_corners": False, "antialias": scale < 1}
+        r = F.interpolate(x4, size=(sh, sw), mode=mode, **kwargs)[0]
+        fill = IGNORE_INDEX if key == "semantic" else 0
+        out = torch.full((r.shape[0], oh, ow), float(fill))
+        if sy1 > sy0 and sx1 > sx0:
+            out[:, sy0 - oy : sy1 - oy, sx0 - ox : sx1 - ox] = r[:, sy0:sy1, sx0:sx1]
+        sample[key] = out[0].to(x.dtype) if label else out.to(x.dtype)
+    if sample["boxes"].numel():
+        b = sample["boxes"] * torch.tensor([sw / w, sh / h, sw / w, sh / h]) - torch.tensor([ox, oy, ox, oy])
+        b[:, 0::2] = b[:, 0::2].clamp(0, ow)
+        b[:, 1::2] = b[:, 1::2].clamp(0, oh)
+        sample["boxes"] = b
+    return sample
+
+
+def color_jitter(rgb: torch.Tensor, g: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
+    """Brightness, contrast, saturation and hue jitter of a ``[3, H, W]`` image in [0, 1]."""
+    out = TF.adjust_brightness(rgb, _uniform(g, 1 - cfg.brightness, 1 + cfg.brightness))
+    out = TF.adjust_contrast(out, _uniform(g, 1 - cfg.contrast, 1 + cfg.contrast))
+    out = TF.adjust_saturation(out, _uniform(g, 1 - cfg.saturation, 1 + cfg.saturation))
+    if cfg.hue > 0:
+        out = TF.adjust_hue(out, _uniform(g, -cfg.hue, cfg.hue))
+    return out.clamp(0, 1)
+
+
+def random_occlusion(sample: dict[str, Any], g: torch.Generator, cfg: AugmentConfig) -> dict[str, Any]:
+    """Zero 1..``occlusion_max_rects`` random rectangles on every modality (labels kept)."""
+    h, w = _size(sample)
+    n = 1 + int(torch.randint(cfg.occlusion_max_rects, (), generator=g))
+    for _ in range(n):
+        rh = max(1, int(_uniform(g, 0.05, cfg.occlusion_max_frac) * h))
+        rw = max(1, int(_uniform(g, 0.05, cfg.occlusion_max_frac) * w))
+        y = int(torch.randint(0, h - rh + 1, (), generator=g))
+        x = int(torch.randint(0, w - rw + 1, (), generator=g))
+        for m in MODALITIES:
+            if m in sample:
+                sample[m] = sample[m].clone()
+                sample[m][:, y : y + rh, x : x + rw] = 0
+    return sample
+
+
+def sample_modality_subset(g: torch.Generator, present: tuple[str, ...], p: float) -> tuple[str, ...]:
+    """Modalities to keep for one batch (modality dropout).
+
+    With probability ``p`` one of the 7 non-empty subsets of ``MODALITIES`` is drawn uniformly
+    and intersected with ``present`` (redrawn while the intersection is empty); otherwise
+    every present modality is kept. Never returns an empty tuple.
+
+    Raises:
+        ValueError: ``present`` is empty.
+    """
+    if not present:
+        raise ValueError("the batch has no modality; every sample needs at least one of rgb/depth/thermal")
+    if not _chance(g, p):
+        return tuple(m for m in MODALITIES if m in present)
+    while True:
+        subset = ALL_SUBSETS[int(torch.randint(len(ALL_SUBSETS), (), generator=g))]
+        keep = tuple(m for m in subset if m in present)
+        if keep:
+            return keep
+
+
+class Augmenter:
+    """Applies the configured augmentations to one sample dict.
+
+    Args:
+        cfg: augmentation settings.
+        out_size: training size (H, W).
+        train: ``False`` only fits the frame to ``out_size`` (cover scale, centre crop).
+    """
+
+    def __init__(self, cfg: AugmentConfig, out_size: tuple[int, int], train: bool = True) -> None:
+        self.cfg = cfg
+        self.out_size = out_size
+        self.train = train
+
+    def __call__(self, sample: dict[str, Any], g: torch.Generator) -> dict[str, Any]:
+        """Augment ``sample`` (a shallow copy is modified and returned)."""
+        s = dict(sample)
+        cfg = self.cfg
+        h, w = _size(s)
+        oh, ow = self.out_size
+        n = s["boxes"].shape[0]
+        had = torch.bincount(s["instance"].long().flatten(), minlength=n + 1)[1 : n + 1] > 0
+        cover = max(oh / h, ow / w)
+        if not self.train:
+            sh, sw = round(h * cover), round(w * cover)
+            s = resize_crop(s, cover, self.out_size, ((sh - oh) // 2, (sw - ow) // 2))
+            return refresh_objects(s, had)
+        if _chance(g, cfg.hflip):
+            s = hflip(s)
+        tiny = None
+        if _chance(g, cfg.tiny_zoom) and n:
+            areas = torch.bincount(s["instance"].long().flatten(), minlength=n + 1)[1 : n + 1]
+            cand = torch.nonzero((areas > 0) & (areas < cfg.tiny_zoom_area)).flatten()
+            if len(cand):
+                tiny = int(cand[int(torch.randint(len(cand), (), generator=g))])
+        if tiny is not None:
+            scale = cover * cfg.tiny_zoom_factor
+            bx1, by1, bx2, by2 = (float(v) for v in _object_boxes(s["instance"], n)[0][tiny])
+            cx = (bx1 + bx2) / 2 * scale + _uniform(g, -0.25, 0.25) * ow
+            cy = (by1 + by2) / 2 * scale + _uniform(g, -0.25, 0.25) * oh
+            sh, sw = round(h * scale), round(w * scale)
+            oy = int(min(max(cy - oh / 2, 0), max(0, sh - oh)))
+            ox = int(min(max(cx - ow / 2, 0), max(0, sw - ow)))
+        else:
+            scale = cover * _uniform(g, cfg.scale_min, cfg.scale_max)
+            sh, sw = round(h * scale), round(w * scale)
+            oy = int(torch.randint(min(0, sh - oh), max(0, sh - oh) + 1, (), generator=g))
+            ox = int(torch.randint(min(0, sw - ow), max(0, sw - ow) + 1, (), generator=g))
+        s = resize_crop(s, scale, self.out_size, (oy, ox))
+        if "rgb" in s and _chance(g, cfg.color_jitter):
+            s["rgb"] = color_jitter(s["rgb"], g, cfg)
+        if _chance(g, cfg.occlusion):
+            s = random_occlusion(s, g, cfg)
+        return refresh_objects(s, had)
+
+
+def seed_for(seed: int, *indices: int) -> int:
+    """A 63-bit seed derived from a base seed and integer indices (step, rank, position...)."""
+    x = seed & 0xFFFFFFFFFFFF
+    for i in indices:
+        x = (x * 1_000_003 + int(i) + 0x9E3779B9) % (2**61 - 1)
+    return int(x)
+
+
+def generator_for(seed: int, *indices: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with :func:`seed_for`."""
+    return torch.Generator().manual_seed(seed_for(seed, *indices))

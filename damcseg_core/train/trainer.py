@@ -1,0 +1,486 @@
+"""The DAMCSeg training loop: stages, DSJL, validation, logs, checkpoints, resume and DDP.
+
+One :class:`Trainer` runs a :class:`~damcseg_core.train.config.TrainConfig` end to end:
+
+* **Data order** is a pure function of ``(seed, step)``: :class:`StepBatchSampler` maps the
+  ``j``-th sample of rank ``r`` at step ``t`` to position ``(t * world + r) * batch + j`` of an
+  endless sequence of seeded permutations of the dataset, and each sample's augmentation and
+  each batch's modality subset are drawn from generators seeded by the same indices. A resumed
+  run therefore sees exactly the batches the uninterrupted run would have seen, and DDP ranks
+  see disjoint shards without a ``DistributedSampler``.
+* **Resume**: ``resume: auto`` (the default) continues from ``out_dir/last.pt`` whenever it
+  exists, so re-running the same command after a crash or a SIGKILL picks up where the last
+  checkpoint left off; ``resume: <path.pt>`` (``--resume PATH``) continues from a given file;
+  ``resume: never`` starts fresh. Model, optimizer, schedule step, RNG states and best metric
+  are restored.
+* **Logging** (rank 0 only): tqdm bar, ``metrics.csv``, TensorBoard under ``out_dir/tb``, the
+  resolved config in ``out_dir/config.yaml``, ``summary.json`` at the end.
+* **Checkpoints** (rank 0, between barriers): ``last.pt`` every ``ckpt_every`` steps and at the
+  end, ``best.pt`` whenever validation mIoU improves.
+* **AMP**: bfloat16 autocast on CUDA only; losses are computed in float32.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from damcseg_core import MODALITIES
+from damcseg_core.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
+from damcseg_core.config import ConfigError, dump_yaml
+from damcseg_core.data.classes import NUM_CLASSES
+from damcseg_core.losses.dsjl import DSJLoss
+from damcseg_core.train.augment import Augmenter, generator_for, sample_modality_subset, seed_for
+from damcseg_core.train.config import TrainConfig
+from damcseg_core.train.distributed import DistInfo, all_gather_floats, barrier, cleanup, init_distributed
+from damcseg_core.train.schedule import StageSchedule, build_optimizer
+
+__all__ = ["StepBatchSampler", "Trainer", "param_checksum"]
+
+_DROPOUT_STREAM = 7_777  # separates the modality-dropout generator from the augmentation ones
+
+
+class StepBatchSampler:
+    """Yields, for steps ``start..total-1``, this rank's batch of ``(index, step, rank, j)`` keys.
+
+    Args:
+        num_samples: dataset length.
+        batch_size: samples per rank and step.
+        seed: base seed of the permutations.
+        start_step: first step to yield (resume).
+        total_steps: end of the schedule.
+        rank: this process's rank.
+        world_size: number of processes.
+    """
+
+    def __init__(
+        self, num_samples: int, batch_size: int, seed: int, start_step: int, total_steps: int, rank: int = 0,
+        world_size: int = 1,
+    ) -> None:  # fmt: skip
+        if num_samples < 1:
+            raise ConfigError("the training dataset is empty; check data.train")
+        self.n, self.batch, self.seed = num_samples, batch_size, seed
+        self.start, self.total, self.rank, self.world = start_step, total_steps, rank, world_size
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def index(self, step: int, rank: int, j: int) -> int:
+        """Dataset index of sample ``j`` of ``rank`` at ``step``."""
+        flat = (step * self.world + rank) * self.batch + j
+        epoch, pos = divmod(flat, self.n)
+        if epoch not in self._perms:
+            if len(self._perms) > 4:
+                self._perms.clear()
+            self._perms[epoch] = torch.randperm(self.n, generator=generator_for(self.seed, epoch))
+        return int(self._perms[epoch][pos])
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int, int]]]:
+        for step in range(self.start, self.total):
+            yield [(self.index(step, self.rank, j), step, self.rank, j) for j in range(self.batch)]
+
+    def __len__(self) -> int:
+        return max(0, self.total - self.start)
+
+
+class _Augmented(Dataset):
+    """Dataset view whose items are keyed by ``(index, step, rank, j)`` and augmented with a
+    generator seeded by those numbers (or just fitted to size when ``augmenter.train`` is False)."""
+
+    def __init__(self, base: Any, augmenter: Augmenter, seed: int) -> None:
+        self.base, self.augmenter, self.seed = base, augmenter, seed
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        if isinstance(key, tuple):
+            idx, step, rank, j = key
+            g = generator_for(self.seed, step, rank, j)
+        else:
+            idx, g = key, generator_for(self.seed, -1, key)
+        return self.augmenter(self.base[idx], g)
+
+
+def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    from damcseg_core.data.collate import collate
+
+    return collate(samples)
+
+
+class _LossStep(torch.nn.Module):
+    """Model + loss as one module, so DDP sees only the losses as outputs.
+
+    DDP with ``find_unused_parameters`` waits for a gradient of every parameter reachable from
+    the forward outputs; the model's train output also carries tensors no loss uses (e.g.
+    per-target DSAF weights), which would make it wait forever. Every returned loss is part of
+    ``total``, so each reachable parameter receives a gradient.
+    """
+
+    def __init__(self, model: torch.nn.Module, loss: DSJLoss, amp: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+        self.amp = amp
+
+    def forward(
+        self, inputs: dict[str, torch.Tensor], batch: dict[str, Any], **kwargs: Any
+    ) -> dict[str, torch.Tensor]:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            out = self.model(inputs, **kwargs)
+        with torch.autocast("cuda", enabled=False):
+            return self.loss(out, batch)  # float32 losses (DSJLoss casts the logits)
+
+
+def param_checksum(model: torch.nn.Module) -> float:
+    """Sum of all parameters in float64: a cheap fingerprint to compare DDP ranks."""
+    with torch.no_grad():
+        return float(sum(p.detach().double().sum().item() for p in model.parameters()))
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    out = {}
+    for k, v in batch.items():
+        if torch.is_tensor(v):
+            out[k] = v.to(device, non_blocking=True)
+        elif isinstance(v, list) and v and torch.is_tensor(v[0]):
+            out[k] = [x.to(device, non_blocking=True) for x in v]
+        else:
+            out[k] = v
+    return out
+
+
+class Trainer:
+    """Runs one training configuration.
+
+    Args:
+        cfg: the (validated) training config.
+        train_set: dataset to use instead of building ``cfg.data.train`` (tests, notebooks).
+        val_set: dataset to use instead of building ``cfg.data.val``.
+        collate_fn: batch collation (default ``damcseg_core.data.collate.collate``).
+    """
+
+    def __init__(
+        self, cfg: TrainConfig, train_set: Any = None, val_set: Any = None, collate_fn: Any = None
+    ) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.collate_fn = collate_fn or _collate
+        self.dist: DistInfo = init_distributed(cfg.device)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(seed_for(cfg.seed, 0))  # same initial weights on every rank
+        np.random.seed(seed_for(cfg.seed, 1) % 2**32)  # noqa: NPY002 (seeds third-party global use)
+
+        from damcseg_core.data.registry import build_dataset
+        from damcseg_core.models import build_model
+
+        self.model = build_model(cfg.model, **cfg.model_overrides).to(self.dist.device)
+        size = tuple(cfg.augment.size) if cfg.augment.size else tuple(self.model.config.input_size)
+        self.size = size
+        base_train = train_set if train_set is not None else build_dataset(cfg.data.train)
+        self.train_set = _Augmented(base_train, Augmenter(cfg.augment, size, train=True), cfg.seed)
+        base_val = val_set if val_set is not None else (build_dataset(cfg.data.val) if cfg.data.val else None)
+        self.val_set = (
+            _Augmented(base_val, Augmenter(cfg.augment, size, train=False), cfg.seed) if base_val else None
+        )
+
+        global_batch = cfg.batch_size * self.dist.world_size
+        if cfg.epochs is not None:
+            self.total_steps = max(1, math.ceil(cfg.epochs * len(base_train) / global_batch))
+        else:
+            self.total_steps = cfg.total_steps
+        self.optimizer, self.groups = build_optimizer(
+            self.model, cfg.optim.groups, cfg.optim.weight_decay, tuple(cfg.optim.betas)
+        )
+        self.schedule = StageSchedule(
+            cfg.stages,
+            self.total_steps,
+            cfg.optim.warmup_steps,
+            cfg.optim.warmup_start,
+            cfg.optim.min_lr_ratio,
+        )
+        self.loss = DSJLoss(cfg.loss)
+        self.use_amp = cfg.amp and self.dist.device.type == "cuda"
+        self.out_dir = Path(cfg.out_dir)
+        self.step = 0
+        self.best_metric: float | None = None
+        self._ddp: torch.nn.Module | None = None
+        self._stage_name: str | None = None
+        self._stage_index: int | None = None
+        self._csv_fields: dict[str, list[str]] = {}
+        self._tb = None
+
+    # ------------------------------------------------------------------ resume
+    def _resume_path(self) -> Path | None:
+        r = self.cfg.resume
+        if r == "never":
+            return None
+        if r == "auto":
+            p = self.out_dir / "last.pt"
+            return p if p.is_file() else None
+        p = Path(r)
+        if not p.is_file():
+            raise ConfigError(f"resume={r!r}: no such checkpoint; pass an existing .pt or resume=auto")
+        return p
+
+    def maybe_resume(self) -> bool:
+        """Restore state from the resume checkpoint, if there is one. Returns whether it did."""
+        path = self._resume_path()
+        if path is None:
+            return False
+        ckpt = load_checkpoint(path, map_location=self.dist.device)
+        if ckpt["model_name"] != self.model.config.name:
+            raise ConfigError(
+                f"cannot resume from {path}: it holds a '{ckpt['model_name']}' model but the config trains "
+                f"'{self.model.config.name}'; use another out_dir or resume=never"
+            )
+        self.model.load_state_dict(ckpt["model"])
+        if ckpt.get("optimizer") is not None:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scheduler") is not None:
+            self.schedule.load_state_dict(ckpt["scheduler"])
+        self.step = int(ckpt["step"])
+        self.best_metric = ckpt.get("best_metric")
+        if ckpt.get("rng") is not None:
+            restore_rng_state(ckpt["rng"])
+        if self.dist.is_main:
+            print(f"[damcseg-train] resumed from {path} at step {self.step}/{self.total_steps}", flush=True)
+        return True
+
+    # ------------------------------------------------------------------ helpers
+    def _enter_stage(self, step: int) -> None:
+        """Apply freezing and loss switches of the stage at ``step``; rewrap DDP on a change."""
+        span = self.schedule.span_at(step)
+        self.schedule.apply(self.optimizer, step)
+        index = self.schedule.spans.index(span)
+        if index == self._stage_index:
+            return
+        self._stage_index = index
+        self._stage_name = span.stage.name
+        self.loss.align_enabled = span.stage.align_loss
+        if self.dist.distributed:
+            # DDP registers the trainable parameters when it is built, so each stage gets its own.
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
+            step_module = _LossStep(self.model, self.loss, self.use_amp)
+            self._ddp = DistributedDataParallel(step_module, device_ids=ids, find_unused_parameters=True)
+        else:
+            self._ddp = _LossStep(self.model, self.loss, self.use_amp)
+
+    def _log(self, step: int, row: dict[str, float], name: str = "metrics") -> None:
+        """Append ``row`` to ``out_dir/<name>.csv`` (header from the first row) and TensorBoard."""
+        if not self.dist.is_main:
+            return
+        path = self.out_dir / f"{name}.csv"
+        if name not in self._csv_fields:
+            if path.exists():  # resumed run: keep the existing header
+                with open(path, newline="") as f:
+                    self._csv_fields[name] = next(csv.reader(f), list(row))
+            else:
+                self._csv_fields[name] = list(row)
+                with open(path, "w", newline="") as f:
+                    csv.writer(f).writerow(self._csv_fields[name])
+        with open(path, "a", newline="") as f:
+            csv.writer(f).writerow([row.get(k, "") for k in self._csv_fields[name]])
+        if self._tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self._tb.add_scalar(
+                        k.replace("_", "/", 1) if k.startswith(("loss_", "lr_")) else k, v, step
+                    )
+
+    def _save(self, name: str) -> None:
+        barrier(self.dist)
+        if self.dist.is_main:
+            save_checkpoint(
+                self.out_dir / name, self.model, optimizer=self.optimizer, scheduler=self.schedule,
+                step=self.step, best_metric=self.best_metric, train_config=self.cfg,
+            )  # fmt: skip
+        barrier(self.dist)
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """mIoU and pixel accuracy of the model on the val set (rank 0 runs it; all wait)."""
+        if self.val_set is None:
+            return {}
+        result: dict[str, float] = {}
+        if self.dist.is_main:
+            try:
+                from damcseg_core.eval.segmentation_metrics import SegmentationIoU
+            except ImportError:  # the eval package is optional for training
+                SegmentationIoU = None
+            loader = DataLoader(
+                self.val_set, batch_size=self.cfg.batch_size, shuffle=False, collate_fn=self.collate_fn,
+                num_workers=self.cfg.num_workers, generator=torch.Generator().manual_seed(0),
+            )  # fmt: skip
+            conf = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64)
+            metric = SegmentationIoU(NUM_CLASSES) if SegmentationIoU is not None else None
+            was_training = self.model.training
+            self.model.eval()
+            for i, batch in enumerate(loader):
+                if self.cfg.data.val_max_batches and i >= self.cfg.data.val_max_batches:
+                    break
+                inputs = {m: batch[m].to(self.dist.device) for m in MODALITIES if m in batch}
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_amp):
+                    pred = self.model(inputs).seg_logits.argmax(1).cpu()
+                target = batch["semantic"]
+                if metric is not None:
+                    metric.update(pred.numpy(), target.numpy())
+                else:
+                    valid = target != 255
+                    idx = target[valid] * NUM_CLASSES + pred[valid]
+                    conf += torch.bincount(idx, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
+            self.model.train(was_training)
+            if metric is not None:
+                res = metric.compute()
+                result = {"val_miou": res["miou"], "val_pixel_acc": res["pixel_accuracy"]}
+            else:
+                tp = conf.diag().double()
+                union = conf.sum(0).double() + conf.sum(1).double() - tp
+                present = union > 0
+                result = {
+                    "val_miou": float((tp[present] / union[present]).mean())
+                    if present.any()
+                    else float("nan"),
+                    "val_pixel_acc": float(tp.sum() / conf.sum().clamp_min(1)),
+                }
+        # Every rank needs rank 0's metric to take the same best.pt decision (it holds barriers).
+        miou = all_gather_floats(self.dist, result.get("val_miou", float("nan")))[0]
+        if not self.dist.is_main and not math.isnan(miou):
+            result = {"val_miou": miou}
+        return result
+
+    # ------------------------------------------------------------------ training
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One optimizer step on a collated batch; returns the losses as floats."""
+        cfg = self.cfg
+        step = self.step
+        stage = self.schedule.stage_at(step)
+        batch = _to_device(batch, self.dist.device)
+        present = tuple(m for m in MODALITIES if m in batch)
+        p = cfg.augment.modality_dropout if stage.modality_dropout else 0.0
+        keep = sample_modality_subset(generator_for(cfg.seed, step, _DROPOUT_STREAM), present, p)
+        drop = set(present) - set(keep)
+        inputs = {m: batch[m] for m in present}
+        kwargs: dict[str, Any] = {"drop": drop}
+        if cfg.roi_from_gt:
+            kwargs["roi_boxes"] = batch["boxes"]
+            kwargs["roi_labels"] = batch["labels"]
+        self.model.train()
+        losses = self._ddp(inputs, batch, **kwargs)
+        total = losses["total"]
+        if not torch.isfinite(total):
+            parts = {k: float(v) for k, v in losses.items()}
+            raise FloatingPointError(
+                f"non-finite total loss at step {step} (stage {stage.name}): {parts}; lower the learning "
+                "rates or check the batch"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        grad_norm = 0.0
+        if cfg.optim.grad_clip > 0:
+            params = [q for q in self.model.parameters() if q.grad is not None]
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip))
+        self.optimizer.step()
+        row = {f"loss_{k}": float(v.detach()) for k, v in losses.items()}
+        row["grad_norm"] = grad_norm
+        row["kept_modalities"] = float(len(keep))
+        return row
+
+    def fit(self, stop_at: int | None = None) -> dict[str, Any]:
+        """Train to the end of the schedule; returns the summary also written to ``summary.json``.
+
+        Args:
+            stop_at: stop (after saving ``last.pt``) once this step is reached, e.g. to fit a
+                job into a cluster time slot; running again resumes the same schedule.
+        """
+        cfg = self.cfg
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        barrier(self.dist)
+        self.maybe_resume()
+        if self.dist.is_main:
+            dump_yaml(cfg, self.out_dir / "config.yaml")
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.out_dir / "tb"))
+            except ImportError:  # TensorBoard is optional; the CSV log always exists
+                self._tb = None
+        sampler = StepBatchSampler(
+            len(self.train_set), cfg.batch_size, cfg.seed, self.step, self.total_steps,
+            self.dist.rank, self.dist.world_size,
+        )  # fmt: skip
+        loader = DataLoader(
+            self.train_set, batch_sampler=sampler, collate_fn=self.collate_fn, num_workers=cfg.num_workers,
+            generator=torch.Generator().manual_seed(cfg.seed), persistent_workers=False,
+        )  # fmt: skip
+        bar = None
+        if self.dist.is_main and cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.total_steps, initial=self.step, desc="train", dynamic_ncols=True)
+        last_val: dict[str, float] = {}
+        t0 = time.perf_counter()
+        step_times: list[float] = []
+        for batch in loader:
+            self._enter_stage(self.step)
+            ts = time.perf_counter()
+            row = self.train_step(batch)
+            step_times.append(time.perf_counter() - ts)
+            self.step += 1
+            if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                lrs = {f"lr_{pg['name']}": pg["lr"] for pg in self.optimizer.param_groups}
+                self._log(self.step, {"step": self.step, "stage": float(self._stage_index), **lrs, **row,
+                                      "sec_per_step": float(np.mean(step_times[-cfg.log_every:]))})  # fmt: skip
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(stage=self._stage_name, loss=f"{row['loss_total']:.3f}")
+            is_last = self.step == self.total_steps
+            if (cfg.val_every and self.step % cfg.val_every == 0) or is_last:
+                last_val = self.validate()
+                if last_val and self.dist.is_main:
+                    self._log(self.step, {"step": self.step, **last_val}, name="val")
+                metric = last_val.get("val_miou")
+                if (
+                    metric is not None
+                    and not math.isnan(metric)
+                    and (self.best_metric is None or metric > self.best_metric)
+                ):
+                    self.best_metric = metric
+                    self._save("best.pt")
+            stopping = stop_at is not None and self.step >= stop_at
+            if self.step % cfg.ckpt_every == 0 or is_last or stopping:
+                self._save("last.pt")
+            if stopping:
+                break
+        if bar is not None:
+            bar.close()
+        checksums = all_gather_floats(self.dist, param_checksum(self.model))
+        summary = {
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "best_metric": self.best_metric,
+            "last_val": last_val,
+            "mean_sec_per_step": float(np.mean(step_times)) if step_times else None,
+            "wall_s": time.perf_counter() - t0,
+            "world_size": self.dist.world_size,
+            "rank_param_checksums": checksums,
+        }
+        if self.dist.is_main:
+            (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            if self._tb is not None:
+                self._tb.close()
+        if len(set(checksums)) > 1:
+            raise RuntimeError(f"DDP ranks ended with different weights (checksums {checksums})")
+        cleanup(self.dist)
+        return summary
