@@ -67,7 +67,7 @@ test: setup lint
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 demo: setup
-	$(ENV) python -m damcseg_core.cli.demo $(DEMO_ARGS)
+	$(ENV) python -m damcseg_ros.demo $(DEMO_ARGS)
 
 clean:
 	rm -rf build install log

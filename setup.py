@@ -16,6 +16,7 @@ _CLI = {
     "damcseg-info": "damcseg_core.cli.info:main",
     "damcseg-train": "damcseg_core.cli.train:main",
     "damcseg-eval": "damcseg_core.cli.eval:main",
+    "damcseg-bag-eval": "damcseg_core.cli.bag_eval:main",
 }
 # Only advertise commands whose module exists in this checkout.
 console_scripts = [
