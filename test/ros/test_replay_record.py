@@ -91,10 +91,15 @@ def test_replay_keeps_order_and_relative_timing(tmp_path, ros_node):
     ]
     rows = [line.split(",") for line in (tmp_path / "published.csv").read_text().splitlines()[1:]]
     assert [(r[0], int(r[1])) for r in rows] == written
-    assert all(int(b[2]) >= int(a[2]) for a, b in zip(rows, rows[1:]))
-    # Relative timing: arrival gaps follow the recorded gaps (loopback + 2-core slack: 60 ms).
+    assert (np.diff([int(r[2]) for r in rows]) >= 0).all()
+    # Relative timing. The replay's own publish times follow the recorded gaps closely; arrival
+    # times add DDS delivery and this process's spinning, so they get a looser bound (a burst
+    # would put every gap near 0 and fail both).
+    publish_gaps = np.diff([int(r[2]) for r in rows]) / 1e9
+    assert np.abs(publish_gaps - np.array(GAPS)).max() < 0.05, (publish_gaps, GAPS)
     arrival_gaps = np.diff([r[1] for r in received])
-    assert np.abs(arrival_gaps - np.array(GAPS)).max() < 0.06, (arrival_gaps, GAPS)
+    assert np.abs(arrival_gaps - np.array(GAPS)).max() < 0.25, (arrival_gaps, GAPS)
+    assert abs(arrival_gaps.sum() - sum(GAPS)) < 0.25
 
 
 def test_recorder_captures_every_message(tmp_path, ros_node):
