@@ -109,6 +109,7 @@ def run_demo(args: argparse.Namespace) -> int:
     replay_cmd = [
         sys.executable, "-m", "damcseg_ros.replay", str(bag), "--rate", str(args.rate),
         "--start-delay", "0.5", "--publish-log", str(out / "publish_log.csv"),
+        "--wait-for", "/camera/rgb/image_raw", "/camera/depth/image_raw", "/camera/thermal/image_raw",
     ]  # fmt: skip
 
     _step(2, n, "starting the damcseg node and the output recorder (loopback only)")

@@ -108,6 +108,19 @@ class BagReplayer:
     def topics(self) -> list[str]:
         return sorted(self._publishers)
 
+    def wait_for_subscribers(self, topics: Iterable[str], timeout: float) -> list[str]:
+        """Block until each of ``topics`` has a subscriber (DDS discovery can take seconds on a
+        loaded machine); returns the topics still without one after ``timeout`` seconds."""
+        unknown = set(topics) - set(self._publishers)
+        if unknown:
+            raise ValueError(f"cannot wait for topics the bag does not replay: {sorted(unknown)}")
+        deadline = time.monotonic() + timeout
+        while True:
+            waiting = [t for t in topics if self._publishers[t].get_subscription_count() == 0]
+            if not waiting or time.monotonic() >= deadline:
+                return waiting
+            time.sleep(0.05)
+
     def run(self, should_stop: Callable[[], bool] = lambda: False, on_message=None) -> ReplayStats:
         """Replay the bag once, blocking; returns counts and timing figures."""
         stats = ReplayStats(published=dict.fromkeys(self._publishers, 0))
@@ -149,7 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-clock", action="store_true", help="do not publish /clock")
     parser.add_argument("--topics", nargs="*", default=None, help="only replay these topics")
     parser.add_argument("--loop", type=int, default=1, help="number of passes over the bag")
-    parser.add_argument("--start-delay", type=float, default=1.0, help="seconds to wait for subscribers")
+    parser.add_argument("--start-delay", type=float, default=1.0, help="seconds to wait before playing")
+    parser.add_argument(
+        "--wait-for", nargs="*", default=[], help="topics that must have a subscriber before playing starts"
+    )
+    parser.add_argument("--wait-timeout", type=float, default=60.0, help="longest wait for --wait-for (s)")
     parser.add_argument(
         "--publish-log",
         type=Path,
@@ -165,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         node.get_logger().info(f"replaying {args.bag} ({len(replayer.topics)} topics) at x{args.rate}")
         if args.publish_log is not None:
             replayer.publish_log = []
+        missing = replayer.wait_for_subscribers(args.wait_for, args.wait_timeout)
+        if missing:
+            node.get_logger().warning(
+                f"no subscriber after {args.wait_timeout} s on {missing}; playing anyway"
+            )
         time.sleep(args.start_delay)
         for i in range(args.loop):
             stats = replayer.run()

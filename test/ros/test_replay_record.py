@@ -72,7 +72,8 @@ def test_replay_keeps_order_and_relative_timing(tmp_path, ros_node):
         String, "/cam/note", lambda m: received.append(("/cam/note", time.monotonic(), m)), qos
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "damcseg_ros.replay", str(bag), "--start-delay", "2.0",
+        [sys.executable, "-m", "damcseg_ros.replay", str(bag), "--start-delay", "0.5",
+         "--wait-for", "/cam/image", "/cam/note",
          "--publish-log", str(tmp_path / "published.csv")],
         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
