@@ -24,11 +24,13 @@ import numpy as np
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "ENCODINGS",
+    "INVALID_KINDS",
     "SUPPORTED",
     "ImageConversionError",
     "array_to_image",
     "check_image",
     "depth_from_image",
+    "depth_value_faults",
     "image_to_array",
     "rgb_from_image",
     "thermal_from_image",
@@ -67,7 +69,20 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
 
 
 class ImageConversionError(ValueError):
-    """An Image message cannot be read; the message names the field and the fix."""
+    """An Image message cannot be read; the message names the field and the fix.
+
+    Attributes:
+        kind: short fault class for counters and rate-limited logs: ``encoding``, ``empty``,
+            ``too_large``, ``step``, ``size`` (payload length) or ``modality``.
+    """
+
+    def __init__(self, message: str, kind: str = "invalid") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+INVALID_KINDS = ("encoding", "empty", "too_large", "step", "size")
+"""``ImageConversionError.kind`` values :func:`check_image` raises (the node counts each)."""
 
 
 def check_image(msg: Any, modality: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Encoding:
@@ -86,36 +101,49 @@ def check_image(msg: Any, modality: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
             or ``len(data) != height * step``.
     """
     if modality not in SUPPORTED:
-        raise ImageConversionError(f"unknown modality '{modality}'; valid: {list(SUPPORTED)}")
+        raise ImageConversionError(f"unknown modality '{modality}'; valid: {list(SUPPORTED)}", "modality")
     enc_name = msg.encoding
     if enc_name not in SUPPORTED[modality]:
+        hint = ""
+        if modality == "depth" and enc_name in ("mono8", "mono16"):
+            # mono16 has 16UC1's layout but means intensity (a thermal or IR camera): reading it as
+            # millimetres would feed a plausible-looking but wrong depth, so it is refused.
+            hint = (
+                f" ('{enc_name}' is an intensity image, e.g. thermal or IR: depth must be 16UC1 "
+                "millimetres or 32FC1 metres per REP 118; check the depth/image remapping)"
+            )
         raise ImageConversionError(
             f"{modality} image has unsupported encoding '{enc_name}'; supported for {modality}: "
-            f"{', '.join(SUPPORTED[modality])}"
+            f"{', '.join(SUPPORTED[modality])}{hint}",
+            "encoding",
         )
     enc = ENCODINGS[enc_name]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise ImageConversionError(
-            f"{modality} image is empty ({width}x{height}); width and height must be > 0"
+            f"{modality} image is empty ({width}x{height}); width and height must be > 0",
+            "empty",
         )
     if height * width > max_pixels:
         raise ImageConversionError(
             f"{modality} image {width}x{height} has {height * width} pixels, more than max_pixels={max_pixels}; "
-            "raise the 'max_pixels' parameter or downscale the camera"
+            "raise the 'max_pixels' parameter or downscale the camera",
+            "too_large",
         )
     row_bytes = width * enc.channels * np.dtype(enc.dtype).itemsize
     if step < row_bytes:
         raise ImageConversionError(
             f"{modality} image step {step} is smaller than width*bytes_per_pixel = {row_bytes} "
-            f"({width} px of {enc_name}); the publisher filled 'step' wrongly"
+            f"({width} px of {enc_name}); the publisher filled 'step' wrongly",
+            "step",
         )
     size = len(msg.data)
     if size != height * step:
         raise ImageConversionError(
             f"{modality} image data has {size} bytes but height*step = {height}*{step} = {height * step}; "
             "header and payload disagree (a shorter payload is truncated, a longer one means "
-            "height or step are wrong), so the frame is rejected"
+            "height or step are wrong), so the frame is rejected",
+            "size",
         )
     return enc
 
@@ -166,6 +194,26 @@ def depth_from_image(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
     return out
 
 
+def depth_value_faults(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, int]:
+    """Count the pixels of a depth image that carry no valid range.
+
+    REP 118 lets 32FC1 use NaN (no return) and +-inf (out of range); a negative value is a driver
+    bug. All of them become 0 (invalid) in :func:`depth_from_image`; this reports how many there
+    were, so the node can count and explain them. 16UC1 cannot hold any of them.
+
+    Returns:
+        ``{"nan": n, "inf": n, "negative": n}`` pixel counts.
+    """
+    if msg.encoding != "32FC1":
+        return {"nan": 0, "inf": 0, "negative": 0}
+    arr = image_to_array(msg, "depth", max_pixels)
+    return {
+        "nan": int(np.count_nonzero(np.isnan(arr))),
+        "inf": int(np.count_nonzero(np.isinf(arr))),
+        "negative": int(np.count_nonzero(arr < 0)),  # -inf counts as inf and as negative
+    }
+
+
 def thermal_from_image(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """``HxW`` float32 in [0, 1]: counts divided by the full scale (255 for mono8, 65535 for 16-bit)."""
     arr = image_to_array(msg, "thermal", max_pixels)
@@ -181,7 +229,9 @@ def to_modality(msg: Any, modality: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
     try:
         return _CONVERTERS[modality](msg, max_pixels)
     except KeyError:
-        raise ImageConversionError(f"unknown modality '{modality}'; valid: {list(_CONVERTERS)}") from None
+        raise ImageConversionError(
+            f"unknown modality '{modality}'; valid: {list(_CONVERTERS)}", "modality"
+        ) from None
 
 
 def array_to_image(array: np.ndarray, encoding: str, header: Any = None) -> Any:

@@ -7,8 +7,13 @@ One status per input, named ``"damcseg: <modality> input"``:
 * ERROR - it is ``missing`` (silent for longer than ``sync.missing_after``),
 
 with values ``state``, ``rate_hz``, ``age_s``, ``received``, ``dropped``, ``invalid``,
-``completed_by_model``. Plus one ``"damcseg: pipeline"`` status with processing time, end-to-end
-latency (clock now - frame stamp), drops, invalid inputs, model and device.
+``completed_by_model`` and one counter per fault (``invalid_<kind>`` for rejected messages,
+``zero_stamp`` / ``future_stamp`` / ``duplicate`` / ``out_of_order`` / ``too_late`` for dropped
+stamps, ``nan_frames`` / ``inf_frames`` / ``negative_frames`` / ``no_valid_frames`` for depth
+values, ``resolution_changes``). Plus one ``"damcseg: pipeline"`` status with processing time,
+end-to-end latency (clock now - frame stamp), groups / frames / drops (``frames + errors +
+dropped == groups`` once the worker is idle), invalid inputs, synchroniser resets, groups whose
+sensors name different frame_ids, model and device.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class RateMeter:
 class PipelineStats:
     """Numbers the worker thread updates for the pipeline status."""
 
+    groups: int = 0  # groups the synchroniser emitted (each is processed, dropped or failed)
     frames: int = 0  # groups processed
     processing_ms: float = 0.0  # conversion + inference + publishing of the last frame
     inference_ms: float = 0.0  # model forward of the last frame
@@ -58,6 +64,8 @@ class PipelineStats:
     dropped: int = 0  # groups replaced in the mailbox before the worker took them
     invalid: int = 0  # messages rejected by the conversions
     errors: int = 0  # frames whose prediction raised
+    resets: int = 0  # synchroniser resets (stamps or clock jumped back)
+    frame_id_mismatch: int = 0  # groups whose sensors name different frame_ids (accepted)
     last_error: str = ""
 
 
@@ -77,8 +85,13 @@ def sensor_status(
     invalid: int,
     completed_by_model: bool,
     enabled: bool = True,
+    faults: dict[str, int] | None = None,
 ) -> DiagnosticStatus:
-    """Status of one input (level rules in the module docstring)."""
+    """Status of one input (level rules in the module docstring).
+
+    Args:
+        faults: per-fault counters (name -> count) appended as values after the fixed ones.
+    """
     status = DiagnosticStatus(name=f"damcseg: {modality} input", hardware_id=HARDWARE_ID)
     if not enabled:
         status.level = DiagnosticStatus.OK
@@ -102,6 +115,7 @@ def sensor_status(
         _kv("dropped", dropped),
         _kv("invalid", invalid),
         _kv("completed_by_model", str(bool(completed_by_model)).lower()),
+        *(_kv(name, count) for name, count in (faults or {}).items()),
     ]
     return status
 
@@ -121,10 +135,13 @@ def pipeline_status(stats: PipelineStats, model: str, device: str, active: bool)
         _kv("processing_ms", stats.processing_ms),
         _kv("inference_ms", stats.inference_ms),
         _kv("latency_ms", stats.latency_ms),
+        _kv("groups", stats.groups),
         _kv("frames", stats.frames),
         _kv("dropped", stats.dropped),
         _kv("invalid", stats.invalid),
         _kv("errors", stats.errors),
+        _kv("resets", stats.resets),
+        _kv("frame_id_mismatch", stats.frame_id_mismatch),
         _kv("model", model),
         _kv("device", device),
     ]

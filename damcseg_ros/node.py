@@ -14,6 +14,21 @@ them, ``cleanup`` frees the model. With ``autostart`` (default) the node walks i
 Outputs carry the header of the frame they describe: the RGB image when present, else the first
 present sensor in the order depth, thermal. Depth and thermal are assumed registered to the RGB
 camera (same optical frame); the Predictor only resizes them to the RGB size.
+
+Faults never stop the node and never flood the log: every bad input is counted on
+``/diagnostics`` (see ``diagnostics.py`` for the counter names) and its reason is logged at most
+once per ``LOG_PERIOD_S`` per (sensor, kind of fault):
+
+* rejected messages (unsupported encoding, e.g. ``mono16`` on ``depth/image``: only 16UC1 and
+  32FC1 are depth; empty, too large, ``step`` or payload length inconsistent),
+* dropped stamps (zero / negative, too far in the future, duplicate, out of order),
+* depth values without a range (NaN, inf, negative, or no valid pixel at all: processed, with
+  those pixels as invalid 0),
+* a resolution change (processed at the new size),
+* stamps or clock jumping back (bag loop): the synchroniser resets and carries on,
+* sensors of one group naming different ``frame_id`` s: accepted (registered cameras often keep
+  their own optical frame names), warned about once,
+* frames dropped because inference is slower than the input (newest frame wins).
 """
 
 from __future__ import annotations
@@ -41,7 +56,14 @@ from damcseg_ros import conversions, diagnostics, outputs, params
 from damcseg_ros.msg import SceneComplexity
 from damcseg_ros.sync import MODALITIES, Group, LatestMailbox, SensorState, Synchronizer, SyncResult
 
-__all__ = ["DEFAULT_CHECKPOINT", "DamcsegNode", "main", "resolve_model_source"]
+__all__ = [
+    "DEFAULT_CHECKPOINT",
+    "FAULT_COUNTERS",
+    "LOG_PERIOD_S",
+    "DamcsegNode",
+    "main",
+    "resolve_model_source",
+]
 
 # rgb8 frames reach the Predictor as read-only zero-copy views of the message buffer; torch warns
 # about wrapping them although the Predictor only reads them (it converts to float at once).
@@ -49,6 +71,26 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "damcseg_core" / "weights" / "damcseg_edge.pt"
 """Used when the ``checkpoint`` parameter is empty and the file exists."""
+
+
+LOG_PERIOD_S = 10.0
+"""A fault's reason is logged at most once per this many seconds per (sensor, kind of fault)."""
+FRAME_ID_LOG_PERIOD_S = 3600.0
+"""Different frame_ids across sensors are accepted; saying so once is enough."""
+_DEPTH_VALUE_TEXT = {
+    "nan": ("NaN (no return, REP 118)", 60.0),
+    "inf": ("+-inf (out of range, REP 117)", 60.0),
+    "negative": ("negative (a driver bug)", LOG_PERIOD_S),
+}
+SYNC_DROP_COUNTERS = ("zero_stamp", "future_stamp", "duplicate", "out_of_order", "too_late")
+FAULT_COUNTERS = (
+    *(f"invalid_{kind}" for kind in conversions.INVALID_KINDS),
+    *SYNC_DROP_COUNTERS,
+    *(f"{kind}_frames" for kind in _DEPTH_VALUE_TEXT),
+    "no_valid_frames",
+    "resolution_changes",
+)
+"""Per-sensor fault counters on ``/diagnostics``, in the order they are listed there."""
 
 
 def resolve_model_source(checkpoint: str, model: str, default: Path = DEFAULT_CHECKPOINT) -> tuple[str, str]:
@@ -122,6 +164,9 @@ class DamcsegNode(LifecycleNode):
         self._last_completed: tuple[str, ...] = ()
         self._camera_info: dict[str, CameraInfo] = {}
         self._warned: set[str] = set()  # one-time warnings (QoS mismatch, camera_info size)
+        self._log_times: dict[str, float] = {}  # rate-limited fault logs: key -> last time logged
+        self._faults = {m: dict.fromkeys(FAULT_COUNTERS, 0) for m in MODALITIES}
+        self._sizes: dict[str, tuple[int, int]] = {}  # last accepted width, height per input
         self._received_at_check = dict.fromkeys(MODALITIES, -1)  # -1: first check always looks
 
     # ------------------------------------------------------------------ lifecycle
@@ -164,6 +209,8 @@ class DamcsegNode(LifecycleNode):
         with self._lock:
             self._stats = diagnostics.PipelineStats()
         self._invalid = dict.fromkeys(MODALITIES, 0)
+        self._faults = {m: dict.fromkeys(FAULT_COUNTERS, 0) for m in MODALITIES}
+        self._sizes = {}
         self._rates = {m: diagnostics.RateMeter() for m in MODALITIES}
         ret = super().on_activate(state)  # activates the lifecycle publishers
         self._pubs["label_info"].publish(
@@ -296,10 +343,25 @@ class DamcsegNode(LifecycleNode):
             conversions.check_image(msg, modality, self.p.max_pixels)
         except conversions.ImageConversionError as exc:
             self._invalid[modality] += 1
+            counter = f"invalid_{exc.kind}"
+            if counter in self._faults[modality]:
+                self._faults[modality][counter] += 1
             with self._lock:
                 self._stats.invalid += 1
-            self.get_logger().warning(f"dropping {modality} image: {exc}", throttle_duration_sec=5.0)
+            # Keyed per kind: a second fault must not be hidden behind the first one's throttle.
+            self._log_limited(f"{modality}-{counter}", "warning", f"dropping {modality} image: {exc}")
             return
+        size = (int(msg.width), int(msg.height))
+        previous = self._sizes.get(modality)
+        if previous is not None and previous != size:
+            self._faults[modality]["resolution_changes"] += 1
+            self._log_limited(
+                f"{modality}-resolution",
+                "info",
+                f"{modality} resolution changed from {previous[0]}x{previous[1]} to {size[0]}x{size[1]}; "
+                "processing continues at the new size (outputs follow the rgb size)",
+            )
+        self._sizes[modality] = size
         info = self._camera_info.get(modality)
         if info is not None and (info.width, info.height) != (msg.width, msg.height):
             self._warn_once(
@@ -307,7 +369,49 @@ class DamcsegNode(LifecycleNode):
                 f"{modality}/camera_info is {info.width}x{info.height} but {modality}/image is "
                 f"{msg.width}x{msg.height}; check the remapping",
             )
-        self._handle(self._sync.add(modality, stamp_ns(msg.header), msg))
+        stamp = stamp_ns(msg.header)
+        result = self._sync.add(modality, stamp, msg)
+        if result.dropped:
+            self._log_dropped(modality, result.dropped, stamp)
+        self._handle(result)
+
+    def _log_dropped(self, modality: str, kind: str, stamp: int) -> None:
+        """Explain (rate-limited) why the synchroniser dropped a message; it is counted there."""
+        if kind == "zero_stamp":
+            why = f"header stamp is zero or negative ({stamp / 1e9:.3f} s); the driver must stamp its frames"
+        elif kind == "future_stamp":
+            ahead = (stamp - self._now_ns()) / 1e9
+            why = (
+                f"stamp is {ahead:.3f} s ahead of the node clock (sync.max_future = "
+                f"{self.p.sync.max_future} s); check the sensor's time sync, or use_sim_time for a bag"
+            )
+        elif kind == "duplicate":
+            why = f"same stamp as the previous {modality} message (duplicate, {stamp / 1e9:.3f} s)"
+        elif kind == "out_of_order":
+            why = f"stamp {stamp / 1e9:.3f} s is older than the previous {modality} message (out of order)"
+        else:
+            # too_late: a slow sensor whose group already left; normal with short deadlines and
+            # visible as the sensor's 'late' state, so counted without a log line.
+            return
+        self._log_limited(f"{modality}-{kind}", "warning", f"dropping {modality} image: {why}")
+
+    def _log_limited(self, key: str, level: str, text: str, period: float = LOG_PERIOD_S) -> None:
+        """Log ``text`` unless the same ``key`` was logged less than ``period`` seconds ago.
+
+        rclpy's ``throttle_duration_sec`` throttles per call site, so two different faults
+        reported from one line would hide each other; here each key has its own clock.
+        """
+        now = time.monotonic()
+        last = self._log_times.get(key)
+        if last is not None and now - last < period:
+            return
+        self._log_times[key] = now
+        # One call site per severity: rclpy refuses a call site whose severity changes.
+        logger = self.get_logger()
+        if level == "info":
+            logger.info(text)
+        else:
+            logger.warning(text)
 
     def _poll_sync(self) -> None:
         if self._sync is not None:
@@ -316,18 +420,53 @@ class DamcsegNode(LifecycleNode):
     def _handle(self, result: SyncResult) -> None:
         log = self.get_logger()
         if result.reset:
-            log.warning("clock or stamps jumped back: synchroniser reset (pending frames discarded)")
+            self._log_limited(
+                "reset",
+                "warning",
+                "clock or stamps jumped back by more than sync.missing_after (bag loop, sensor or "
+                "sim-time restart): synchroniser reset (pending frames discarded)",
+            )
         for ev in result.events:
             if ev.new is SensorState.MISSING:
+                # At most once per missing_after per sensor: always worth a line.
                 log.error(f"{ev}; continuing without it")
-            elif ev.new is SensorState.LATE:
-                log.warning(str(ev))
-            else:
-                log.info(str(ev))
+                continue
+            # ok <-> late can flap on every few frames when a starved executor loses messages
+            # (seen in the 60 Hz soak: ~13 lines/s); /diagnostics shows the current state anyway.
+            self._log_limited(
+                f"{ev.modality}-{ev.old.value}-{ev.new.value}",
+                "warning" if ev.new is SensorState.LATE else "info",
+                str(ev)
+                if ev.old is SensorState.MISSING
+                else f"{ev} (repeats within {LOG_PERIOD_S:g} s not logged)",
+            )
         for group in result.groups:
-            if self._mailbox.put(group):
-                with self._lock:
-                    self._stats.dropped += 1
+            frame_ids = {m: group.items[m].header.frame_id for m in group.present}
+            mismatch = len(set(frame_ids.values())) > 1
+            if mismatch:
+                self._log_limited(
+                    "frame_id",
+                    "warning",
+                    "sensors of one frame name different frame_ids ("
+                    + ", ".join(f"{m}: '{f}'" for m, f in frame_ids.items())
+                    + f"); accepted: depth and thermal are assumed registered to the RGB camera and "
+                    f"outputs carry the {group.reference} header (counted as frame_id_mismatch)",
+                    period=FRAME_ID_LOG_PERIOD_S,
+                )
+            replaced = self._mailbox.put(group)
+            with self._lock:
+                self._stats.groups += 1
+                self._stats.frame_id_mismatch += int(mismatch)
+                self._stats.dropped += int(replaced)
+                dropped, groups = self._stats.dropped, self._stats.groups
+            if replaced:
+                self._log_limited(
+                    "mailbox-drop",
+                    "info",
+                    f"inference is slower than the input: older frames are dropped, the newest one "
+                    f"wins ({dropped} of {groups} frames dropped so far)",
+                    period=3 * LOG_PERIOD_S,
+                )
 
     def _warn_once(self, key: str, text: str) -> None:
         if key not in self._warned:
@@ -360,6 +499,7 @@ class DamcsegNode(LifecycleNode):
         with self._lock:
             stats = dataclasses.replace(self._stats)
             completed = self._last_completed
+        stats.resets = self._sync.resets if self._sync is not None else 0
         statuses = []
         for m in MODALITIES:
             enabled = m in self.p.modalities
@@ -375,10 +515,17 @@ class DamcsegNode(LifecycleNode):
                     self._invalid[m],
                     completed_by_model=enabled and m in completed,
                     enabled=enabled,
+                    faults=self._fault_counts(m, sync),
                 )
             )
         statuses.append(diagnostics.pipeline_status(stats, self._model_name, self.p.device, self._active))
         self._diag_pub.publish(diagnostics.diagnostic_array(statuses, self.get_clock().now().to_msg()))
+
+    def _fault_counts(self, modality: str, sync: Synchronizer | None) -> dict[str, int]:
+        counts = dict(self._faults[modality])
+        for name in SYNC_DROP_COUNTERS:
+            counts[name] = getattr(sync.counters[modality], name) if sync else 0
+        return counts
 
     # ------------------------------------------------------------------ worker thread
     def _work(self) -> None:
@@ -400,6 +547,8 @@ class DamcsegNode(LifecycleNode):
         assert self.p is not None
         start = time.perf_counter()
         inputs = {m: conversions.to_modality(group.items[m], m, self.p.max_pixels) for m in group.present}
+        if "depth" in inputs:
+            self._check_depth_values(group.items["depth"], inputs["depth"])
         header = group.items[group.reference].header
         result = self._predictor.predict(inputs)
         pubs = self._pubs
@@ -423,6 +572,29 @@ class DamcsegNode(LifecycleNode):
             self._stats.latency_ms = latency_ms
             self._stats.last_error = ""
             self._last_completed = tuple(result.completed)
+
+    def _check_depth_values(self, msg: Image, depth: Any) -> None:
+        """Count and explain depth pixels without a range; the frame is still processed."""
+        assert self.p is not None
+        faults = self._faults["depth"]
+        for kind, count in conversions.depth_value_faults(msg, self.p.max_pixels).items():
+            if count:
+                faults[f"{kind}_frames"] += 1
+                text, period = _DEPTH_VALUE_TEXT[kind]
+                self._log_limited(
+                    f"depth-{kind}",
+                    "info" if kind in ("nan", "inf") else "warning",
+                    f"depth image has {count} of {depth.size} pixels {text}; treated as invalid (0)",
+                    period=period,
+                )
+        if not depth.any():
+            faults["no_valid_frames"] += 1
+            self._log_limited(
+                "depth-no_valid",
+                "warning",
+                "depth image has no valid pixel (all 0, NaN, inf or negative): processed as a depth "
+                "frame without information; check the depth camera",
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ follows ``/clock`` under ``use_sim_time``), tests pass a fake one.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import threading
@@ -146,11 +147,13 @@ class SyncResult:
     groups: list[Group] = dataclasses.field(default_factory=list)
     events: list[TransitionEvent] = dataclasses.field(default_factory=list)
     reset: bool = False  # the clock jumped back; pending groups were discarded
+    dropped: str = ""  # the offered message was dropped: its SensorCounters field (e.g. "duplicate")
 
     def extend(self, other: SyncResult) -> None:
         self.groups.extend(other.groups)
         self.events.extend(other.events)
         self.reset = self.reset or other.reset
+        self.dropped = self.dropped or other.dropped
 
 
 @dataclasses.dataclass
@@ -191,6 +194,11 @@ class Synchronizer:
         self._pending: list[Group] = []
         self._last_stamp: dict[str, int] = {}
         self._emitted_up_to: int | None = None  # anchor of the newest emitted group
+        # (anchor, present) of recently emitted groups: a message within slop of one that lacks its
+        # sensor belonged there (too late); if they all have it, it starts the next frame.
+        self._recent: collections.deque[tuple[int, tuple[str, ...]]] = collections.deque(
+            maxlen=MAX_PENDING_GROUPS
+        )
         # Every sensor starts "ok" with a grace period of missing_after from start-up, so a sensor
         # that never publishes goes "missing" (and is logged) once, like one that dies later.
         self._last_arrival = {m: now for m in config.modalities}
@@ -213,13 +221,16 @@ class Synchronizer:
         counters = self.counters[modality]
         if stamp_ns <= 0:
             counters.zero_stamp += 1
+            result.dropped = "zero_stamp"
             return result
         if now > 0 and stamp_ns > now + self._max_future:
             counters.future_stamp += 1
+            result.dropped = "future_stamp"
             return result
         last = self._last_stamp.get(modality)
         if last is not None and stamp_ns == last:
             counters.duplicate += 1
+            result.dropped = "duplicate"
             return result
         jumped = last is not None and stamp_ns < last - self._missing_after
         if self._emitted_up_to is not None and stamp_ns < self._emitted_up_to - self._missing_after:
@@ -232,14 +243,16 @@ class Synchronizer:
             last = None
         if last is not None and stamp_ns < last:
             counters.out_of_order += 1
+            result.dropped = "out_of_order"
             return result
         self._last_stamp[modality] = stamp_ns
         self._last_arrival[modality] = now  # alive, even if too late to be used
         group = self._find_group(modality, stamp_ns)
-        if group is None and self._emitted_up_to is not None and stamp_ns <= self._emitted_up_to + self._slop:
+        if group is None and self._is_too_late(modality, stamp_ns):
             # Belongs to a group that was already emitted without it: the sensor is late. A sensor
             # marked missing is expected again from now on, so its next message is waited for.
             counters.too_late += 1
+            result.dropped = "too_late"
             if self.states[modality] is SensorState.MISSING:
                 result.events.extend(
                     self._set_state(modality, SensorState.LATE, now, "data resumed, arriving late")
@@ -296,9 +309,27 @@ class Synchronizer:
                 result.events.extend(self._set_state(m, SensorState.MISSING, now, reason))
         return result
 
+    def _is_too_late(self, modality: str, stamp_ns: int) -> bool:
+        """Whether a message that fits no open group belongs to a frame already emitted.
+
+        Stamps up to the newest emitted frame are stale. A newer stamp within ``slop`` of an
+        emitted group is too late only when that group went without this sensor; when every such
+        group already holds it, the message is the sensor's *next* frame (cameras faster than
+        ``1 / slop``, e.g. 60 Hz with 20 ms) and opens a new group.
+        """
+        if self._emitted_up_to is None or stamp_ns > self._emitted_up_to + self._slop:
+            return False
+        if stamp_ns <= self._emitted_up_to:
+            return True
+        return any(
+            abs(stamp_ns - anchor) <= self._slop and modality not in present
+            for anchor, present in self._recent
+        )
+
     def _reset(self, now: int) -> None:
         """Forget pending groups and stamp history (counted in ``resets``)."""
         self._pending.clear()
+        self._recent.clear()
         self._last_stamp.clear()
         self._emitted_up_to = None
         self.resets += 1
@@ -351,6 +382,7 @@ class Synchronizer:
                     reason = f"{self._misses[m]} frames in a row emitted without {m} after its deadline"
                     result.events.extend(self._set_state(m, SensorState.LATE, now, reason))
             self._emitted_up_to = max(self._emitted_up_to or g.anchor_ns, g.anchor_ns)
+            self._recent.append((g.anchor_ns, g.present))
             result.groups.append(g)
         return result
 
