@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -177,6 +178,25 @@ def test_sigkill_then_resume_matches_straight_run(straight, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 3  # killed before the next checkpoint
     assert run(tmp_path, ckpt_every=3)["step"] == 6
+    assert_same_weights(straight / "last.pt", tmp_path / "last.pt")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sigkill_at_a_random_moment_then_resume_completes_with_the_same_weights(straight, tmp_path, seed):
+    """Killed anywhere (mid-step, mid-checkpoint-write), a run resumes from an intact last.pt."""
+    code = _CHILD.format(test_dir=str(Path(__file__).parent), out=str(tmp_path), extra={"ckpt_every": 1})
+    proc = subprocess.Popen([sys.executable, "-c", code], env=_child_env(), stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "last.pt").exists():  # training has started once the first step is saved
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    time.sleep(random.Random(seed).uniform(0.0, 0.4))  # a random moment in steps 1..6
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(tmp_path / "last.pt")["step"]  # loads: never half-written
+    assert 1 <= killed_at <= 6
+    assert run(tmp_path, ckpt_every=1)["step"] == 6
     assert_same_weights(straight / "last.pt", tmp_path / "last.pt")
 
 
