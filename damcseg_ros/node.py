@@ -96,8 +96,9 @@ FAULT_COUNTERS = (
 def resolve_model_source(checkpoint: str, model: str, default: Path = DEFAULT_CHECKPOINT) -> tuple[str, str]:
     """Decide what to load: ``("checkpoint", path)`` or ``("model", variant)``.
 
-    An explicit ``checkpoint`` must exist (never silently replaced by random weights); an empty
-    one falls back to ``default`` if present, then to ``model``.
+    Explicit settings win over the package default: an explicit ``checkpoint`` must exist (never
+    silently replaced by random weights), then an explicit ``model`` (random init, for tests and
+    bring-up; the node logs a loud warning), then ``default`` if present.
 
     Raises:
         FileNotFoundError: ``checkpoint`` names a missing file.
@@ -107,10 +108,10 @@ def resolve_model_source(checkpoint: str, model: str, default: Path = DEFAULT_CH
         if not Path(checkpoint).is_file():
             raise FileNotFoundError(f"parameter 'checkpoint' names a missing file: {checkpoint}")
         return "checkpoint", checkpoint
-    if default.is_file():
-        return "checkpoint", str(default)
     if model:
         return "model", model
+    if default.is_file():
+        return "checkpoint", str(default)
     raise ValueError(
         f"no model to load: the default checkpoint {default} does not exist. Set parameter 'checkpoint' "
         "to a trained .pt file, or (tests / bring-up only, random weights) 'model' to a variant such as "

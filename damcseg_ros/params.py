@@ -61,8 +61,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "model",
         "",
-        "Registered variant (damcseg_tiny, damcseg_edge, damcseg_paper) with RANDOM weights, used only "
-        "when no checkpoint is found: for tests and bring-up, outputs are meaningless.",
+        "Registered variant (damcseg_tiny, damcseg_edge, damcseg_paper) with RANDOM weights, used when "
+        "set and 'checkpoint' is empty (it takes precedence over the package default): for tests and "
+        "bring-up only, outputs are meaningless. Leave empty in production.",
     ),
     ParamSpec("device", "cpu", "Torch device: cpu, cuda or cuda:N.", check=_device),
     ParamSpec(

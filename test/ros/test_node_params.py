@@ -124,7 +124,8 @@ def test_configure_fails_clearly_for_a_missing_checkpoint(node):
     ("checkpoint", "model", "default_exists", "expected"),
     [
         ("", "damcseg_tiny", False, ("model", "damcseg_tiny")),
-        ("", "damcseg_tiny", True, ("checkpoint", "DEFAULT")),  # a real checkpoint wins over random init
+        ("", "damcseg_tiny", True, ("model", "damcseg_tiny")),  # an explicit setting wins over the default
+        ("", "", True, ("checkpoint", "DEFAULT")),
         ("GIVEN", "damcseg_tiny", True, ("checkpoint", "GIVEN")),
     ],
 )
