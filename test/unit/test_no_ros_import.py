@@ -57,3 +57,23 @@ def test_importing_every_core_module_leaves_ros_out_of_sys_modules():
     loaded = set(out.stdout.split("LOADED ")[1].splitlines()[0].split())
     # Every module file was really imported (a subpackage without __init__.py would be skipped).
     assert _expected_modules() <= loaded, sorted(_expected_modules() - loaded)
+
+
+def test_public_entry_points_are_lazy_and_resolve():
+    code = (
+        "import sys, damcseg_core\n"
+        "assert 'torch' not in sys.modules, 'import damcseg_core must stay cheap'\n"
+        "from damcseg_core import Predictor, PredictionResult, build_model, load_model\n"
+        "print(Predictor.__module__, build_model.__module__, load_model.__module__)\n"
+        "try:\n"
+        "    damcseg_core.nonexistent\n"
+        "except AttributeError as exc:\n"
+        "    print('ERR', exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert (
+        out.stdout.splitlines()[0]
+        == "damcseg_core.predictor damcseg_core.models.registry damcseg_core.checkpoint"
+    )
+    assert "ERR module 'damcseg_core' has no attribute 'nonexistent'" in out.stdout
