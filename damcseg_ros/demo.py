@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--checkpoint", default="", help="checkpoint (default: the shipped edge model)")
     parser.add_argument(
-        "--model", default="damcseg_edge", help="random-init variant when no checkpoint exists"
+        "--model", default=None, help="use this variant with random weights instead (tests only)"
     )
     args = parser.parse_args(argv)
     return run_demo(args)

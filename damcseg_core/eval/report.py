@@ -51,7 +51,8 @@ METRIC_COLUMNS = (
 
 
 def format_metric(value: Any, percent: bool) -> str:
-    if value is None:
+    """A table cell: percent or plain, one decimal; undefined (None or NaN) as a dash."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
         return "–"
     if isinstance(value, int):
         return str(value)
@@ -143,7 +144,9 @@ def render_html(result: EvaluationResult) -> str:
         "<h2>All protocols</h2>",
         metrics_table({name: p["all"] for name, p in protocols.items()}, "protocol"),
         "<h2>Robustness across protocols</h2>",
-        bar_chart_html(list(protocols), [p["all"]["miou"] for p in protocols.values()], "mIoU per protocol", "mIoU %"),
+        bar_chart_html(
+            list(protocols), [p["all"]["miou"] for p in protocols.values()], "mIoU per protocol", "mIoU %"
+        ),
         f"<h2>Per-class IoU ({html.escape(first)})</h2>",
         bar_chart_html(
             list(CITYSCAPES_CLASSES),

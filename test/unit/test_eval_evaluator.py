@@ -191,3 +191,19 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     assert "unknown dataset kind 'nope'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["--data", "x", "--out", str(tmp_path)])  # neither --model nor --checkpoint
+
+
+@pytest.mark.parametrize(
+    ("value", "percent", "text"),
+    [
+        (None, True, "–"),
+        (float("nan"), False, "–"),
+        (0.3261, True, "32.6"),
+        (12.34, False, "12.3"),
+        (7, False, "7"),
+    ],
+)
+def test_report_cells_show_undefined_values_as_a_dash(value, percent, text):
+    from damcseg_core.eval.report import format_metric
+
+    assert format_metric(value, percent) == text
