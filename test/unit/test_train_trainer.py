@@ -71,6 +71,9 @@ def config(out_dir: Path, **extra) -> TrainConfig:
         "ckpt_every": 2,
         "out_dir": str(out_dir),
         "device": "cpu",
+        # One thread everywhere: float reductions then run in the same order in this process and
+        # in the killed/resumed child processes, so "same weights" can be checked tightly.
+        "threads": 1,
         "progress": False,
         "data": {"train": "unused", "val": "unused"},
         "stages": [
@@ -86,10 +89,14 @@ def config(out_dir: Path, **extra) -> TrainConfig:
 def run(out_dir: Path, stop_at: int | None = None, **extra) -> dict:
     from damcseg_core.train.trainer import Trainer
 
-    trainer = Trainer(
-        config(out_dir, **extra), train_set=TinyScenes(), val_set=TinyScenes(2), collate_fn=collate
-    )
-    return trainer.fit(stop_at=stop_at)
+    threads = torch.get_num_threads()
+    try:
+        trainer = Trainer(
+            config(out_dir, **extra), train_set=TinyScenes(), val_set=TinyScenes(2), collate_fn=collate
+        )
+        return trainer.fit(stop_at=stop_at)
+    finally:
+        torch.set_num_threads(threads)  # Trainer sets cfg.threads process-wide; other tests keep theirs
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
