@@ -18,7 +18,6 @@ import csv
 import dataclasses
 import html
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -149,18 +148,19 @@ def _publish_times(publish_log: str | Path, topic: str) -> dict[int, int]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _pick_examples(frames: list[dict[str, Any]], per_condition: int = 2) -> set[int]:
-    """Stamps of a few processed frames per condition and per unusual sensor state."""
+def _pick_examples(records: dict[int, FrameRecord], all_sensors: int = 8, per_state: int = 2) -> set[int]:
+    """Stamps of processed frames to draw: evenly spread over the drive for frames with every
+    sensor (so each stretch of a drive, and so each condition, gets one), plus a few per unusual
+    sensor state. Chosen from the records alone, so the bag is read only once."""
+    by_state: dict[str, list[int]] = {}
+    for stamp in sorted(records):
+        if records[stamp].mask is not None:
+            by_state.setdefault(sensor_state(records[stamp]), []).append(stamp)
     chosen: set[int] = set()
-    by_group: dict[str, list[int]] = {}
-    for f in frames:
-        if f["record"] is not None and f["record"].mask is not None:
-            state = sensor_state(f["record"])
-            key = f["condition"] if state == "all sensors" else state
-            by_group.setdefault(key, []).append(f["stamp_ns"])
-    for stamps in by_group.values():
-        idx = np.linspace(0, len(stamps) - 1, num=min(per_condition, len(stamps))).round().astype(int)
-        chosen.update(stamps[i] for i in sorted(set(idx)))
+    for state, stamps in by_state.items():
+        count = all_sensors if state == "all sensors" else per_state
+        idx = np.linspace(0, len(stamps) - 1, num=min(count, len(stamps))).round().astype(int)
+        chosen.update(stamps[i] for i in set(idx))
     return chosen
 
 
@@ -270,21 +270,12 @@ def write_drive_report(
     suite = MetricSuite()
     per_state: dict[str, SegmentationIoU] = {}
     frames: list[dict[str, Any]] = []
-    # First pass: which frames exist, so the overlay examples can be chosen before the second.
-    index = [
-        {
-            "stamp_ns": s["meta"]["stamp_ns"],
-            "condition": s["condition"],
-            "record": records.get(s["meta"]["stamp_ns"]),
-        }
-        for s in _samples_without_pixels(input_bag, topics)
-    ]
-    if not index:
-        raise ValueError(f"{input_bag} holds no frames on the sensor topics; nothing to evaluate")
-    examples_at = _pick_examples(index)
+    examples_at = _pick_examples(records)
+    t0: int | None = None
     examples = []
     for sample in read_bag_samples(input_bag, topics):
         stamp = sample["meta"]["stamp_ns"]
+        t0 = stamp if t0 is None else t0
         rec = records.get(stamp)
         frames.append({"stamp_ns": stamp, "condition": sample["condition"], "record": rec})
         if rec is None or rec.mask is None or not sample["meta"].get("has_labels", True):
@@ -301,13 +292,15 @@ def write_drive_report(
         if stamp in examples_at:
             rgb = sample.get("rgb")
             rgb = None if rgb is None else (np.asarray(rgb).transpose(1, 2, 0) * 255).astype(np.uint8)
-            t_s = (stamp - index[0]["stamp_ns"]) / 1e9
+            t_s = (stamp - t0) / 1e9
             examples.append({
                 "rgb": rgb, "prediction": rec.mask, "ground_truth": np.asarray(sample["semantic"]),
                 "protocol": state, "condition": sample["condition"],
                 "title": f"t = {t_s:.1f} s, S = {rec.scene.get('S', float('nan')):.2f}",
             })  # fmt: skip
 
+    if not frames:
+        raise ValueError(f"{input_bag} holds no frames on the sensor topics; nothing to evaluate")
     metrics = suite.compute()
     processed = [f for f in frames if f["record"] is not None and f["record"].mask is not None]
     latencies = [f["record"].latency_ms for f in processed if f["record"].latency_ms is not None]
@@ -376,12 +369,6 @@ def write_drive_report(
     parts.append("</body></html>")
     (out / "report.html").write_text("\n".join(parts), encoding="utf-8")
     return summary
-
-
-def _samples_without_pixels(bag: str | Path, topics: BagTopics) -> Iterable[dict[str, Any]]:
-    """Stamp and condition of every frame (reads the bag once more; cheap next to inference)."""
-    for sample in read_bag_samples(bag, topics):
-        yield {"meta": {"stamp_ns": sample["meta"]["stamp_ns"]}, "condition": sample["condition"]}
 
 
 def evaluate_drive(
