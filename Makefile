@@ -31,7 +31,7 @@ $(DEPS_STAMP): setup.py requirements/ros.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,onnx]'
 	$(PY) -m pip install -q -r requirements/ros.txt
 	$(PY) tools/fix_ros_wheel_cmake.py $(VENV)
 	touch $@

@@ -17,6 +17,8 @@ _CLI = {
     "damcseg-train": "damcseg_core.cli.train:main",
     "damcseg-eval": "damcseg_core.cli.eval:main",
     "damcseg-bag-eval": "damcseg_core.cli.bag_eval:main",
+    "damcseg-export": "damcseg_core.cli.export:main",
+    "damcseg-ablate": "damcseg_core.cli.ablate:main",
 }
 # Only advertise commands whose module exists in this checkout.
 console_scripts = [
@@ -56,8 +58,15 @@ setup(
             "scipy>=1.11",
             "tensorboard>=2.15",
         ],
-        "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
-        "bench": ["segmentation-models-pytorch>=0.3", "transformers>=4.40"],
+        # onnxscript: torch.onnx.export (dynamo exporter) needs it; onnxruntime runs the exported graph.
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.2"],
+        "bench": [
+            "segmentation-models-pytorch>=0.3",
+            "transformers>=4.40",
+            "onnx>=1.16",
+            "onnxruntime>=1.18",
+            "onnxscript>=0.2",
+        ],
     },
     entry_points={"console_scripts": console_scripts},
 )

@@ -72,6 +72,13 @@ class FusionConfig:
     """Modal adaptive attention (eq. 1-2)."""
 
     heads: int = 8  # reliability maps per modality; each weights channels // heads channels
+    # "lmmf": MCN completion + modal adaptive attention (the paper). "concat": the ablation
+    # baseline without LMMF - concatenated features (zeros for a missing modality) and a 1x1 conv.
+    mode: str = "lmmf"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("lmmf", "concat"):
+            raise ValueError(f"fusion.mode must be 'lmmf' or 'concat', got {self.mode!r}")
 
 
 @dataclasses.dataclass

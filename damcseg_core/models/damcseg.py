@@ -37,7 +37,7 @@ from damcseg_core.models.encoders import (
     RgbEncoder,
     modality_in_channels,
 )
-from damcseg_core.models.modal_attention import ModalAdaptiveAttention
+from damcseg_core.models.modal_attention import ConcatFusion, ModalAdaptiveAttention
 from damcseg_core.models.outputs import DamcsegOutput, DamcsegTrainOutput
 from damcseg_core.models.scene_complexity import (
     SceneComplexity,
@@ -134,8 +134,12 @@ class DAMCSeg(nn.Module):
                 "thermal": DilatedModalEncoder(in_ch["thermal"], cfg.encoder),
             }
         )
-        self.completion = ModalCompletionNetwork(width, cfg.completion.hidden, cfg.completion.layers)
-        self.attention = ModalAdaptiveAttention(width, cfg.fusion.heads)
+        if cfg.fusion.mode == "lmmf":
+            self.completion = ModalCompletionNetwork(width, cfg.completion.hidden, cfg.completion.layers)
+            self.attention = ModalAdaptiveAttention(width, cfg.fusion.heads)
+        else:  # ablation baseline: no MCN, no attention (missing modalities are zeros)
+            self.completion = None
+            self.attention = ConcatFusion(width)
         self.backbone = SharedBackbone(width, cfg.backbone, pretrained=cfg.pretrained)
         self.det_head = DetectionHead(self.backbone.channels, cfg.detection, cfg.num_det_classes)
         self.global_path = GlobalPath(self.backbone.channels, cfg.segmentation, cfg.num_classes)
@@ -176,7 +180,10 @@ class DAMCSeg(nn.Module):
             # A dropped modality's real features are only a (detached) completion target.
             with torch.no_grad():
                 encoded[m] = self.encoders[m](normalized[m])
-        completed_feats, completed = self.completion({m: encoded[m] for m in used})
+        if self.completion is not None:
+            completed_feats, completed = self.completion({m: encoded[m] for m in used})
+        else:
+            completed_feats, completed = {m: encoded[m] for m in used}, ()
         fused, weights = self.attention(completed_feats)
         return LMMFFeatures(
             normalized={m: normalized[m] for m in used},

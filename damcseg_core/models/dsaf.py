@@ -35,7 +35,12 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["DSAF", "DSAFConfig", "DSAFWeights"]
+from damcseg_core.models.scene_complexity import INITIAL_BRANCH_WEIGHTS
+
+__all__ = ["DSAF", "FIXED_BRANCH_WEIGHTS", "DSAFConfig", "DSAFWeights"]
+
+# (alpha, beta, gamma) of the non-adaptive ablation baseline: the moderate scene's initial weights.
+FIXED_BRANCH_WEIGHTS: tuple[float, float, float] = INITIAL_BRANCH_WEIGHTS[1]
 
 
 @dataclasses.dataclass
@@ -46,6 +51,9 @@ class DSAFConfig:
     b_init: float = 5.0  # ambiguity coefficient; > 0 so ambiguous targets (A > 0.3) get larger delta_beta
     c_init: float = -1.0  # bias; a*0.01 + b*0.3 + c = 0 puts delta_beta = 0.5 at the paper's thresholds
     eps: float = 1e-8  # floor of fused probabilities and weight sums before log / division
+    # False: the ablation baseline "fixed fusion" - every frame and target gets the moderate
+    # scene's initial weights, no scene-complexity choice and no eq. 6-9 adjustment.
+    adaptive: bool = True
 
 
 @dataclasses.dataclass
@@ -159,6 +167,13 @@ class DSAF(nn.Module):
             raise ValueError(
                 f"sizes and ambiguity must be lists with one [N] tensor per image ({b}), "
                 f"got {len(sizes)} and {len(ambiguity)}"
+            )
+        if not self.cfg.adaptive:
+            fixed = init_weights.new_tensor(FIXED_BRANCH_WEIGHTS)
+            deltas = [s.reshape(-1).to(init_weights) * 0 for s in sizes]
+            targets = [fixed.expand(len(d), 3).clone() for d in deltas]
+            return DSAFWeights(
+                delta_beta=deltas, target_weights=targets, image_weights=fixed.expand(b, 3).clone()
             )
         deltas, targets, images = [], [], []
         for i in range(b):

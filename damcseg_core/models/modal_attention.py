@@ -16,7 +16,7 @@ from torch import nn
 
 from damcseg_core import MODALITIES
 
-__all__ = ["ModalAdaptiveAttention"]
+__all__ = ["ConcatFusion", "ModalAdaptiveAttention"]
 
 
 class ModalAdaptiveAttention(nn.Module):
@@ -62,3 +62,31 @@ class ModalAdaptiveAttention(nn.Module):
                 b, c, h, w
             )
         return fused, weights
+
+
+class ConcatFusion(nn.Module):
+    """Ablation baseline without LMMF: concatenate all modalities' features and mix them 1x1.
+
+    A missing modality contributes zeros (no completion network); the reported modality
+    "weights" are simply the presence flags.
+
+    Args:
+        channels: feature channels ``C`` of every modality.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.mix = nn.Sequential(
+            nn.Conv2d(channels * len(MODALITIES), channels, kernel_size=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Same contract as :meth:`ModalAdaptiveAttention.forward`."""
+        if not feats:
+            raise ValueError("ConcatFusion needs at least one modality")
+        ref = next(iter(feats.values()))
+        parts = [feats[m] if m in feats else torch.zeros_like(ref) for m in MODALITIES]
+        presence = ref.new_tensor([float(m in feats) for m in MODALITIES]).expand(ref.shape[0], -1)
+        return self.mix(torch.cat(parts, dim=1)), presence
