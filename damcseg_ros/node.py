@@ -119,6 +119,34 @@ def resolve_model_source(checkpoint: str, model: str, default: Path = DEFAULT_CH
     )
 
 
+def onnx_expectations(
+    checkpoint: str, model: str, default: Path = DEFAULT_CHECKPOINT
+) -> tuple[str | None, tuple[int, int] | None]:
+    """Variant and input size an ONNX export must have for the node's 'checkpoint' / 'model'.
+
+    An explicit ``checkpoint`` wins, then ``model``; with neither, the package default checkpoint
+    if present, else no expectation (the export is taken as it is).
+
+    Raises:
+        FileNotFoundError / CheckpointError: ``checkpoint`` is missing or unreadable.
+        KeyError: ``model`` is not a registered variant.
+    """
+    if checkpoint or (not model and default.is_file()):
+        from damcseg_core.checkpoint import load_checkpoint
+
+        path = checkpoint or str(default)
+        if checkpoint and not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"parameter 'checkpoint' names a missing file: {checkpoint}")
+        ckpt = load_checkpoint(path)
+        size = ckpt["model_config"].get("input_size")
+        return ckpt["model_name"], (tuple(int(v) for v in size) if size else None)
+    if model:
+        from damcseg_core.models import get_config
+
+        return model, tuple(get_config(model).input_size)
+    return None, None
+
+
 def stamp_ns(header: Header) -> int:
     """Header stamp in nanoseconds. Unlike ``rclpy.time.Time.from_msg`` it does not raise on a
     negative ``sec`` (a broken driver must not kill the node; the synchroniser drops it)."""
@@ -275,6 +303,9 @@ class DamcsegNode(LifecycleNode):
 
         from damcseg_core.predictor import Predictor
 
+        if self.p.backend == "onnxruntime":
+            self._load_onnx()
+            return
         if self.p.device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"parameter device={self.p.device} but CUDA is not available; set device:=cpu")
         kind, source = resolve_model_source(self.p.checkpoint, self.p.model)
@@ -295,6 +326,41 @@ class DamcsegNode(LifecycleNode):
             )
         self.get_logger().info(
             f"loaded {self._model_name} on {self.p.device} in {time.perf_counter() - start:.1f} s"
+        )
+
+    def _load_onnx(self) -> None:
+        """backend:=onnxruntime: the exported graphs, checked against 'model' / 'checkpoint'."""
+        assert self.p is not None
+        from damcseg_core.export import OnnxRuntimeModel
+        from damcseg_core.export.onnx_export import ALL_SUBSETS
+        from damcseg_core.predictor import Predictor
+
+        if not self.p.onnx_path:
+            raise ValueError(
+                "backend:=onnxruntime needs parameter 'onnx_path': the folder written by "
+                "damcseg-export --checkpoint CKPT --out DIR (docs/deployment.md)"
+            )
+        expected_name, expected_size = onnx_expectations(self.p.checkpoint, self.p.model)
+        start = time.perf_counter()
+        model = OnnxRuntimeModel(self.p.onnx_path, expected_name=expected_name, expected_size=expected_size)
+        enabled = self.p.modalities
+        if enabled not in model.subsets:
+            raise ValueError(
+                f"onnx_path {self.p.onnx_path} has no graph for the enabled inputs {'+'.join(enabled)}; "
+                f"re-export with damcseg-export --modalities {','.join(enabled)} (or without --modalities)"
+            )
+        lacking = [s for s in ALL_SUBSETS if set(s) <= set(enabled) and s not in model.subsets]
+        if lacking:
+            self.get_logger().warning(
+                "frames where only "
+                + " / ".join("+".join(s) for s in lacking)
+                + " arrive will fail (reported on /diagnostics): those subsets were not exported"
+            )
+        # Graph inputs/outputs are host tensors; the execution provider picks the device.
+        self._predictor = Predictor(model, device="cpu", min_confidence=self.p.min_confidence)
+        self._model_name = f"{Path(self.p.onnx_path).name} ({model.model_name}, onnxruntime)"
+        self.get_logger().info(
+            f"loaded {self._model_name} with providers {model.providers} in {time.perf_counter() - start:.1f} s"
         )
 
     def _class_names(self) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ __all__ = ["PARAMETERS", "NodeParams", "ParamSpec", "declare", "read", "validate
 
 RELIABILITIES = ("best_effort", "reliable")
 CLASS_ID_FORMATS = ("name", "id")
+BACKENDS = ("torch", "onnxruntime")
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 
@@ -66,6 +67,21 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "bring-up only, outputs are meaningless. Leave empty in production.",
     ),
     ParamSpec("device", "cpu", "Torch device: cpu, cuda or cuda:N.", check=_device),
+    ParamSpec(
+        "backend",
+        "torch",
+        "Inference backend: 'torch' (the checkpoint in PyTorch) or 'onnxruntime' (the graphs in "
+        "'onnx_path', written by damcseg-export; TensorRT/CUDA execution providers are used when "
+        "onnxruntime offers them, else CPU; 'device' then only applies to torch).",
+        check=_one_of(BACKENDS),
+    ),
+    ParamSpec(
+        "onnx_path",
+        "",
+        "backend 'onnxruntime' only: the folder written by damcseg-export (dense_<subset>.onnx + "
+        "local.onnx) or one dense_<subset>.onnx in it. Checked at configure against 'model' / "
+        "'checkpoint' (same variant and input size).",
+    ),
     ParamSpec(
         "min_confidence",
         0.0,
@@ -156,6 +172,8 @@ class NodeParams:
     checkpoint: str
     model: str
     device: str
+    backend: str  # torch | onnxruntime
+    onnx_path: str  # exported folder/file for the onnxruntime backend
     min_confidence: float
     score_threshold: float
     class_id_format: str
@@ -250,6 +268,8 @@ def read(node: Any) -> NodeParams:
         checkpoint=str(v["checkpoint"]),
         model=str(v["model"]),
         device=str(v["device"]),
+        backend=str(v["backend"]),
+        onnx_path=str(v["onnx_path"]),
         min_confidence=float(v["min_confidence"]),
         score_threshold=float(v["score_threshold"]),
         class_id_format=str(v["class_id_format"]),

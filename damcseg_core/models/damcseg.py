@@ -18,6 +18,8 @@ configuration.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +32,7 @@ from damcseg_core.models.completion import ModalCompletionNetwork
 from damcseg_core.models.config import ModelConfig
 from damcseg_core.models.crf import MeanFieldCRF
 from damcseg_core.models.detection_head import DetectionHead
-from damcseg_core.models.dsaf import DSAF
+from damcseg_core.models.dsaf import DSAF, DSAFWeights
 from damcseg_core.models.encoders import (
     DilatedModalEncoder,
     ModalityNormalizer,
@@ -46,7 +48,16 @@ from damcseg_core.models.scene_complexity import (
 )
 from damcseg_core.models.segmentation_head import DepthPriorPath, GlobalPath, LocalPath, paste_rois
 
-__all__ = ["DAMCSeg", "LMMFFeatures", "check_inputs"]
+__all__ = [
+    "DAMCSeg",
+    "DenseOutputs",
+    "LMMFFeatures",
+    "RefineParts",
+    "RefineResult",
+    "check_inputs",
+    "guide_image",
+    "refine",
+]
 
 
 def _next_multiple(x: int, m: int = 32) -> int:
@@ -112,6 +123,32 @@ class LMMFFeatures:
     modality_weights: torch.Tensor
     present: tuple[str, ...]
     completed: tuple[str, ...]
+
+
+@dataclasses.dataclass
+class DenseOutputs:
+    """What :meth:`DAMCSeg.forward_dense` returns: the fixed-shape tensors :func:`refine` needs.
+
+    These are the outputs of the exported ONNX graph (``damcseg_core.export``), ``anchors``
+    aside (a constant the onnxruntime backend rebuilds from the config).
+
+    Attributes:
+        cls_logits: ``[B, A, K_det]`` raw detection class logits.
+        box_deltas: ``[B, A, 4]`` raw box regression.
+        anchors: ``[A, 4]`` xyxy anchors.
+        global_logits: ``[B, K, H/s, W/s]`` global-path logits at the work resolution.
+        seg_feature: ``[B, C, H/8, W/8]`` stride-8 segmentation features (P3, local-path context).
+        image_stack: ``[B, 6, H, W]`` normalised rgb|depth(+valid)|thermal, zeros where unused.
+        modality_weights: ``[B, 3]`` mean reliability per modality.
+    """
+
+    cls_logits: torch.Tensor
+    box_deltas: torch.Tensor
+    anchors: torch.Tensor
+    global_logits: torch.Tensor
+    seg_feature: torch.Tensor
+    image_stack: torch.Tensor
+    modality_weights: torch.Tensor
 
 
 class DAMCSeg(nn.Module):
@@ -207,13 +244,8 @@ class DAMCSeg(nn.Module):
         return torch.cat(parts, dim=1)
 
     def _guide_image(self, inputs: dict[str, torch.Tensor], used: tuple[str, ...]) -> torch.Tensor:
-        """``[B, 3, H, W]`` in [0, 1] for scene complexity and the CRF: rgb, else thermal, else depth."""
-        if "rgb" in used:
-            return inputs["rgb"].clamp(0, 1)
-        if "thermal" in used:
-            return inputs["thermal"].clamp(0, 1).expand(-1, 3, -1, -1)
-        clean, _ = self.normalizer.depth_metres(inputs["depth"])
-        return (clean / self.config.normalization.max_depth).expand(-1, 3, -1, -1)
+        """``[B, 3, H, W]`` in [0, 1] for scene complexity and the CRF (see :func:`guide_image`)."""
+        return guide_image(self, inputs, used)
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -238,6 +270,34 @@ class DAMCSeg(nn.Module):
         feats = self.forward_features(inputs, drop)
         return self.forward_head(feats, inputs, roi_boxes, roi_labels)
 
+    def forward_dense(self, feats: LMMFFeatures, inputs: dict[str, torch.Tensor]) -> DenseOutputs:
+        """The fixed-shape part of the head: backbone, raw detection outputs, global path.
+
+        This (with :meth:`forward_features`) is what ``damcseg_core.export`` puts into the
+        ONNX graph; everything data-dependent happens in :func:`refine`.
+        """
+        _, h, w = check_inputs(inputs)
+        det_pyr, seg_pyr = self.backbone(feats.fused)
+        cls_logits, box_deltas, anchors = self.det_head(det_pyr)
+        st = self.config.segmentation.fusion_stride
+        global_logits, _ = self.global_path(seg_pyr, (h // st, w // st))
+        return DenseOutputs(
+            cls_logits=cls_logits,
+            box_deltas=box_deltas,
+            anchors=anchors,
+            global_logits=global_logits,
+            seg_feature=seg_pyr[0],
+            image_stack=self._image_stack(feats.normalized, inputs),
+            modality_weights=feats.modality_weights,
+        )
+
+    def _run_local(
+        self, image: torch.Tensor, p3: torch.Tensor, boxes: list[torch.Tensor], gates: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Local-path runner for :func:`refine`: ``(roi_logits [N,K,h,w], gate_cost)``."""
+        out = self.local_path(image, p3, boxes, gates)
+        return out.logits, out.gate_cost
+
     def forward_head(
         self,
         feats: LMMFFeatures,
@@ -252,86 +312,18 @@ class DAMCSeg(nn.Module):
             inputs: the canonical inputs (scene complexity, CRF guide and depth priors use them).
             roi_boxes / roi_labels: see :meth:`forward`.
         """
-        b, h, w = check_inputs(inputs)
+        _, h, w = check_inputs(inputs)
         used = tuple(m for m in feats.present if m in feats.normalized)
-        det_pyr, seg_pyr = self.backbone(feats.fused)
-        cls_logits, box_deltas, anchors = self.det_head(det_pyr)
-        boxes, scores, labels = self.det_head.postprocess(cls_logits, box_deltas, anchors, (h, w))
-
-        if roi_boxes is not None:
-            if roi_labels is None or len(roi_boxes) != b or len(roi_labels) != b:
-                raise ValueError(f"roi_boxes and roi_labels must both be lists of {b} per-image tensors")
-            use_boxes = [r.to(feats.fused.device, torch.float32).reshape(-1, 4) for r in roi_boxes]
-            use_labels = [lab.to(feats.fused.device, torch.int64).reshape(-1) for lab in roi_labels]
-            use_scores = [torch.ones(len(r), device=feats.fused.device) for r in use_boxes]
-            k = self.config.num_classes
-            for i, (bx, lab) in enumerate(zip(use_boxes, use_labels)):
-                if len(bx) != len(lab) or ((lab < 0) | (lab >= k)).any():
-                    raise ValueError(
-                        f"image {i}: roi_labels must hold one train id in [0, {k}) per roi box; "
-                        f"got {len(lab)} labels {lab.tolist()[:5]} for {len(bx)} boxes"
-                    )
-        else:
-            use_boxes, use_labels, use_scores = boxes, labels, scores
-        cap = self.config.segmentation.max_rois
-        use_boxes = [x[:cap] for x in use_boxes]
-        use_labels = [x[:cap] for x in use_labels]
-        use_scores = [x[:cap] for x in use_scores]
-
-        # The three paths, DSAF and the CRF run at the work resolution H/s x W/s (s =
-        # fusion_stride); only the final logits are up-sampled to the input size.
-        st = self.config.segmentation.fusion_stride
-        hw, ww = h // st, w // st
-        work_boxes = [bx / st for bx in use_boxes] if st > 1 else use_boxes
-        global_logits, _ = self.global_path(seg_pyr, (hw, ww))
-        guide = self._guide_image(inputs, used)
-        depth = inputs["depth"] if "depth" in used else None
-        depth_m, depth_valid = self.normalizer.depth_metres(depth) if depth is not None else (None, None)
-        scene: SceneComplexity = estimate_scene_complexity(
-            guide, use_boxes, use_scores, depth_m, self.config.refinement.scene
-        )
-        if st > 1:
-            guide = F.avg_pool2d(guide, st)
-            if depth_m is not None:  # nearest sampling keeps real depths (no blending across borders)
-                depth_m, depth_valid = depth_m[..., ::st, ::st], depth_valid[..., ::st, ::st]
-        probs = torch.softmax(global_logits, dim=1)
-        sizes, ambiguity = self.dsaf.target_features(probs, work_boxes)
-        dsaf_w = self.dsaf(initial_branch_weights(scene.category).to(probs), sizes, ambiguity)
-
-        local_logits = torch.zeros_like(global_logits)
-        local_cov = global_logits.new_zeros(b, 1, hw, ww)
-        gate_cost = global_logits.new_zeros(())
-        if sum(len(x) for x in use_boxes):
-            gates = gate_features(sizes, ambiguity, scene.S, use_scores, scene.box_edge_density)
-            out = self.local_path(self._image_stack(feats.normalized, inputs), seg_pyr[0], use_boxes, gates)
-            local_logits, local_cov = paste_rois(out.logits, work_boxes, b, hw, ww)
-            gate_cost = out.gate_cost
-        post_logits, post_cov = self.post_path(
-            global_logits, work_boxes, use_scores, use_labels, depth_m, depth_valid
-        )
-        maps = self.dsaf.weight_maps(dsaf_w.image_weights, work_boxes, dsaf_w.target_weights, hw, ww)
-        fused = self.dsaf.fuse(global_logits, local_logits, local_cov, post_logits, post_cov, maps)
-        seg_logits = self.crf(fused, guide, scene.S) if self.crf is not None else fused
-        if st > 1:
-            seg_logits = F.interpolate(seg_logits, size=(h, w), mode="bilinear", align_corners=False)
-
+        dense = self.forward_dense(feats, inputs)
+        r = refine(self, dense, inputs, used, self._run_local, roi_boxes, roi_labels)
         if not self.training:
-            return DamcsegOutput(
-                seg_logits=seg_logits,
-                boxes=boxes,
-                scores=scores,
-                labels=labels,
-                scene=scene,
-                branch_weights=dsaf_w.image_weights,
-                target_branch_weights=dsaf_w.target_weights,
-                modality_weights=feats.modality_weights,
-                present=feats.present,
-                completed=feats.completed,
-            )
+            return r.to_output(feats.modality_weights, feats.present, feats.completed)
         completion = {
             m: (feats.completed_feats[m], feats.encoded[m]) for m in feats.completed if m in feats.encoded
         }
-        branch_logits = {"global": global_logits, "local": local_logits, "post": post_logits}
+        st = self.config.segmentation.fusion_stride
+        branch_logits = {"global": dense.global_logits, "local": r.local_logits, "post": r.post_logits}
+        local_cov, post_cov = r.local_coverage, r.post_coverage
         if st > 1:  # the losses work at input resolution
             branch_logits = {
                 k: F.interpolate(v, size=(h, w), mode="bilinear", align_corners=False)
@@ -340,23 +332,188 @@ class DAMCSeg(nn.Module):
             local_cov = F.interpolate(local_cov, size=(h, w), mode="nearest")
             post_cov = F.interpolate(post_cov, size=(h, w), mode="nearest")
         return DamcsegTrainOutput(
-            seg_logits=seg_logits,
+            seg_logits=r.seg_logits,
             branch_logits=branch_logits,
             local_coverage=local_cov,
             post_coverage=post_cov,
-            cls_logits=cls_logits,
-            box_deltas=box_deltas,
-            anchors=anchors,
+            cls_logits=dense.cls_logits,
+            box_deltas=dense.box_deltas,
+            anchors=dense.anchors,
             completion=completion,
             modality_weights=feats.modality_weights,
-            boxes=boxes,
-            scores=scores,
-            labels=labels,
-            roi_boxes=use_boxes,
-            scene=scene,
-            branch_weights=dsaf_w.image_weights,
-            target_branch_weights=dsaf_w.target_weights,
-            gate_cost=gate_cost,
+            boxes=r.boxes,
+            scores=r.scores,
+            labels=r.labels,
+            roi_boxes=r.roi_boxes,
+            scene=r.scene,
+            branch_weights=r.branch_weights.image_weights,
+            target_branch_weights=r.branch_weights.target_weights,
+            gate_cost=r.gate_cost,
             present=feats.present,
             completed=feats.completed,
         )
+
+
+# ---------------------------------------------------------------------- refinement stage
+LocalRunner = Callable[
+    [torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor], tuple[torch.Tensor, torch.Tensor]
+]
+
+
+class RefineParts(Protocol):
+    """What :func:`refine` needs of a model: the config and the small, weight-light modules.
+
+    :class:`DAMCSeg` is one; the onnxruntime backend builds a light one from the ONNX metadata.
+    """
+
+    config: ModelConfig
+    normalizer: ModalityNormalizer
+    det_head: DetectionHead
+    dsaf: DSAF
+    post_path: DepthPriorPath
+    crf: MeanFieldCRF | None
+
+
+@dataclasses.dataclass
+class RefineResult:
+    """What :func:`refine` returns (work-resolution branch maps are kept for the losses)."""
+
+    seg_logits: torch.Tensor
+    boxes: list[torch.Tensor]
+    scores: list[torch.Tensor]
+    labels: list[torch.Tensor]
+    roi_boxes: list[torch.Tensor]
+    scene: SceneComplexity
+    branch_weights: DSAFWeights
+    local_logits: torch.Tensor
+    local_coverage: torch.Tensor
+    post_logits: torch.Tensor
+    post_coverage: torch.Tensor
+    gate_cost: torch.Tensor
+
+    def to_output(
+        self, modality_weights: torch.Tensor, present: tuple[str, ...], completed: tuple[str, ...]
+    ) -> DamcsegOutput:
+        """The eval-mode :class:`DamcsegOutput`."""
+        return DamcsegOutput(
+            seg_logits=self.seg_logits,
+            boxes=self.boxes,
+            scores=self.scores,
+            labels=self.labels,
+            scene=self.scene,
+            branch_weights=self.branch_weights.image_weights,
+            target_branch_weights=self.branch_weights.target_weights,
+            modality_weights=modality_weights,
+            present=present,
+            completed=completed,
+        )
+
+
+def guide_image(parts: RefineParts, inputs: dict[str, torch.Tensor], used: tuple[str, ...]) -> torch.Tensor:
+    """``[B, 3, H, W]`` in [0, 1] for scene complexity and the CRF: rgb, else thermal, else depth."""
+    if "rgb" in used:
+        return inputs["rgb"].clamp(0, 1)
+    if "thermal" in used:
+        return inputs["thermal"].clamp(0, 1).expand(-1, 3, -1, -1)
+    clean, _ = parts.normalizer.depth_metres(inputs["depth"])
+    return (clean / parts.config.normalization.max_depth).expand(-1, 3, -1, -1)
+
+
+def refine(
+    parts: RefineParts,
+    dense: DenseOutputs,
+    inputs: dict[str, torch.Tensor],
+    used: tuple[str, ...],
+    run_local: LocalRunner,
+    roi_boxes: list[torch.Tensor] | None = None,
+    roi_labels: list[torch.Tensor] | None = None,
+) -> RefineResult:
+    """The data-dependent rest of the head, shared by the PyTorch and onnxruntime backends.
+
+    Detection post-processing (top-k, NMS), scene complexity (Canny, box statistics), DSAF
+    weights, the local path on a data-dependent number of ROIs (``run_local``), the depth-prior
+    path, paste-back, fusion and the CRF (whose kernel radius depends on ``S``).
+
+    Args:
+        parts: config plus the light modules (see :class:`RefineParts`).
+        dense: the fixed-shape outputs (:meth:`DAMCSeg.forward_dense` or an ONNX graph).
+        inputs: the canonical inputs.
+        used: modalities fed to the network (present and not dropped), ``MODALITIES`` order.
+        run_local: ``(image_stack, seg_feature, boxes, gate_inputs) -> (roi_logits, gate_cost)``.
+        roi_boxes / roi_labels: see :meth:`DAMCSeg.forward`.
+    """
+    b, h, w = check_inputs(inputs)
+    device = dense.global_logits.device
+    boxes, scores, labels = parts.det_head.postprocess(
+        dense.cls_logits, dense.box_deltas, dense.anchors, (h, w)
+    )
+
+    if roi_boxes is not None:
+        if roi_labels is None or len(roi_boxes) != b or len(roi_labels) != b:
+            raise ValueError(f"roi_boxes and roi_labels must both be lists of {b} per-image tensors")
+        use_boxes = [r.to(device, torch.float32).reshape(-1, 4) for r in roi_boxes]
+        use_labels = [lab.to(device, torch.int64).reshape(-1) for lab in roi_labels]
+        use_scores = [torch.ones(len(r), device=device) for r in use_boxes]
+        k = parts.config.num_classes
+        for i, (bx, lab) in enumerate(zip(use_boxes, use_labels)):
+            if len(bx) != len(lab) or ((lab < 0) | (lab >= k)).any():
+                raise ValueError(
+                    f"image {i}: roi_labels must hold one train id in [0, {k}) per roi box; "
+                    f"got {len(lab)} labels {lab.tolist()[:5]} for {len(bx)} boxes"
+                )
+    else:
+        use_boxes, use_labels, use_scores = boxes, labels, scores
+    cap = parts.config.segmentation.max_rois
+    use_boxes = [x[:cap] for x in use_boxes]
+    use_labels = [x[:cap] for x in use_labels]
+    use_scores = [x[:cap] for x in use_scores]
+
+    # The three paths, DSAF and the CRF run at the work resolution H/s x W/s (s =
+    # fusion_stride); only the final logits are up-sampled to the input size.
+    st = parts.config.segmentation.fusion_stride
+    hw, ww = h // st, w // st
+    work_boxes = [bx / st for bx in use_boxes] if st > 1 else use_boxes
+    global_logits = dense.global_logits
+    guide = guide_image(parts, inputs, used)
+    depth = inputs["depth"] if "depth" in used else None
+    depth_m, depth_valid = parts.normalizer.depth_metres(depth) if depth is not None else (None, None)
+    scene: SceneComplexity = estimate_scene_complexity(
+        guide, use_boxes, use_scores, depth_m, parts.config.refinement.scene
+    )
+    if st > 1:
+        guide = F.avg_pool2d(guide, st)
+        if depth_m is not None:  # nearest sampling keeps real depths (no blending across borders)
+            depth_m, depth_valid = depth_m[..., ::st, ::st], depth_valid[..., ::st, ::st]
+    probs = torch.softmax(global_logits, dim=1)
+    sizes, ambiguity = parts.dsaf.target_features(probs, work_boxes)
+    dsaf_w = parts.dsaf(initial_branch_weights(scene.category).to(probs), sizes, ambiguity)
+
+    local_logits = torch.zeros_like(global_logits)
+    local_cov = global_logits.new_zeros(b, 1, hw, ww)
+    gate_cost = global_logits.new_zeros(())
+    if sum(len(x) for x in use_boxes):
+        gates = gate_features(sizes, ambiguity, scene.S, use_scores, scene.box_edge_density)
+        roi_logits, gate_cost = run_local(dense.image_stack, dense.seg_feature, use_boxes, gates)
+        local_logits, local_cov = paste_rois(roi_logits, work_boxes, b, hw, ww)
+    post_logits, post_cov = parts.post_path(
+        global_logits, work_boxes, use_scores, use_labels, depth_m, depth_valid
+    )
+    maps = parts.dsaf.weight_maps(dsaf_w.image_weights, work_boxes, dsaf_w.target_weights, hw, ww)
+    fused = parts.dsaf.fuse(global_logits, local_logits, local_cov, post_logits, post_cov, maps)
+    seg_logits = parts.crf(fused, guide, scene.S) if parts.crf is not None else fused
+    if st > 1:
+        seg_logits = F.interpolate(seg_logits, size=(h, w), mode="bilinear", align_corners=False)
+    return RefineResult(
+        seg_logits=seg_logits,
+        boxes=boxes,
+        scores=scores,
+        labels=labels,
+        roi_boxes=use_boxes,
+        scene=scene,
+        branch_weights=dsaf_w,
+        local_logits=local_logits,
+        local_coverage=local_cov,
+        post_logits=post_logits,
+        post_coverage=post_cov,
+        gate_cost=gate_cost,
+    )
