@@ -3,6 +3,7 @@
 Example::
 
     ros2 launch damcseg_ros damcseg.launch.py checkpoint:=/models/damcseg_edge.pt device:=cuda \\
+        backend:=onnxruntime onnx_path:=/models/damcseg_edge_onnx \\
         rgb_topic:=/camera/color/image_raw depth_topic:=/camera/depth/image_rect_raw \\
         thermal_topic:=/flir/image_raw namespace:=front
 
@@ -35,6 +36,11 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
     "namespace": ("", "Namespace of the node and of its relative topics (e.g. front)."),
     "node_name": ("damcseg", "Name of the node."),
     "device": ("", "Torch device: cpu, cuda or cuda:N; empty: the config file's value."),
+    "backend": ("", "Inference backend: torch or onnxruntime; empty: the config file's value."),
+    "onnx_path": (
+        "",
+        "Folder written by damcseg-export (backend onnxruntime); empty: the config file's value.",
+    ),
     "use_sim_time": ("false", "Use /clock (rosbag replay with --clock, simulators)."),
     "rgb_topic": ("rgb/image", "Topic of the RGB camera images (remaps rgb/image)."),
     "depth_topic": ("depth/image", "Topic of the registered depth images (remaps depth/image)."),
@@ -46,7 +52,9 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
 def _node(context, *args, **kwargs):
     """Build the Node action from the resolved arguments (only non-empty ones override the YAML)."""
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    overrides = {key: value[key] for key in ("checkpoint", "model", "device") if value[key]}
+    overrides = {
+        key: value[key] for key in ("checkpoint", "model", "device", "backend", "onnx_path") if value[key]
+    }
     overrides["use_sim_time"] = value["use_sim_time"].strip().lower() in ("true", "1", "yes")
     remaps = [(f"{m}/image", value[f"{m}_topic"]) for m in ("rgb", "depth", "thermal")]
     remaps += [

@@ -19,6 +19,8 @@ DOCUMENTED_ARGUMENTS = {
     "checkpoint",
     "namespace",
     "device",
+    "backend",
+    "onnx_path",
     "use_sim_time",
     "rgb_topic",
     "depth_topic",
