@@ -15,7 +15,12 @@ sensor arrays and the model:
    depth), then padded at the bottom/right to the next multiple of 32 (edge replication for
    rgb/thermal so the padding adds no edges; depth padded with 0 = invalid).
 5. **Maps back**: logits are cropped to the unpadded area and bilinearly resized to the input
-   resolution before the arg-max; boxes are divided by the scale and clipped to the image.
+   resolution before the arg-max (:func:`upsampled_argmax` interpolates only where neighbouring
+   source pixels disagree, which gives the same mask); boxes are divided by the scale and
+   clipped to the image.
+
+The forward pass runs on :func:`optimize_for_inference`'s copy of the model (BatchNorm folded
+into the convolutions); ``Predictor.model`` is the model as given.
 
 ``inference_ms`` is the wall time of the model forward pass alone (pre/post-processing not
 included; CUDA is synchronised before reading the clock).
@@ -23,6 +28,7 @@ included; CUDA is synchronised before reading the clock).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -32,11 +38,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from damcseg_core import MODALITIES
 from damcseg_core.data.classes import CITYSCAPES_CLASSES, IGNORE_INDEX
 
-__all__ = ["PredictionResult", "Predictor"]
+__all__ = ["PredictionResult", "Predictor", "fold_batchnorm", "optimize_for_inference", "upsampled_argmax"]
 
 
 @dataclasses.dataclass
@@ -86,6 +93,202 @@ def _as_tensor(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
 
 
+def _bilinear_taps(
+    n_in: int, n_out: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source indices ``i0, i1`` and weight ``lam`` of ``i1`` per output index, as
+    ``F.interpolate(mode="bilinear", align_corners=False)`` computes them."""
+    src = ((torch.arange(n_out, dtype=torch.float32, device=device) + 0.5) * (n_in / n_out) - 0.5).clamp_min(
+        0
+    )
+    i0 = src.long().clamp_max(n_in - 1)
+    i1 = (i0 + 1).clamp_max(n_in - 1)
+    return i0, i1, src - i0
+
+
+def _channel_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """``logits.argmax(dim=0)`` for ``[K, ...]``: a running max over K contiguous maps.
+
+    ``argmax`` along the outer, strided dimension is several times slower on CPU; strict ``>``
+    keeps the first maximal class on ties, as ``argmax`` does.
+    """
+    best = logits[0].clone()
+    idx = torch.zeros(logits.shape[1:], dtype=torch.int64, device=logits.device)
+    for c in range(1, logits.shape[0]):
+        better = logits[c] > best
+        best = torch.maximum(best, logits[c])
+        idx.masked_fill_(better, c)
+    return idx
+
+
+def upsampled_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.interpolate(logits[None], size, mode="bilinear").argmax(1)[0]`` without up-sampling all K maps.
+
+    A bilinear output pixel is a convex combination of its 4 source pixels' logit vectors; when
+    those 4 agree on the arg-max class ``c``, ``c`` is also the arg-max of the combination
+    (``l_i[c] >= l_i[k]`` for every corner ``i`` survives the weighted sum). So only output pixels
+    whose corners disagree (class borders, a few % of the frame) are interpolated, over all K
+    classes; the rest copy the source arg-max. The result equals the full up-sampling except for
+    exact ties between two classes (float rounding of the weights).
+
+    Args:
+        logits: ``[K, h, w]`` float logits.
+        size: output ``(H, W)``.
+
+    Returns:
+        ``[H, W]`` int64 class indices.
+    """
+    k, h, w = logits.shape
+    if (h, w) == tuple(size):
+        return _channel_argmax(logits)
+    out_h, out_w = size
+    dev = logits.device
+    y0, y1, ly = _bilinear_taps(h, out_h, dev)
+    x0, x1, lx = _bilinear_taps(w, out_w, dev)
+    src = _channel_argmax(logits)  # [h, w]
+    # The 2x2 block (y..y+1, x..x+1), edge-replicated, of every source pixel: one arg-max class?
+    right = torch.cat([src[:, 1:], src[:, -1:]], dim=1)
+    down = torch.cat([src[1:], src[-1:]], dim=0)
+    diag = torch.cat([right[1:], right[-1:]], dim=0)
+    mixed = (src != right) | (src != down) | (src != diag)
+    # Mark mixed blocks with -1 and pick every output pixel's block with two 1-D gathers.
+    idx = src.masked_fill(mixed, -1).index_select(0, y0).index_select(1, x0)
+    ys, xs = (idx < 0).nonzero(as_tuple=True)
+    if ys.numel():
+        # Per-pixel bilinear blend of the 4 corner vectors, as rows [M, K] (arg-max along rows is fast).
+        flat = logits.reshape(k, h * w).t()
+        a0, a1, wy = y0[ys] * w, y1[ys] * w, ly[ys, None]
+        b0, b1, wx = x0[xs], x1[xs], lx[xs, None]
+        top = flat[a0 + b0] * (1 - wx) + flat[a0 + b1] * wx
+        bottom = flat[a1 + b0] * (1 - wx) + flat[a1 + b1] * wx
+        idx[ys, xs] = (top * (1 - wy) + bottom * wy).argmax(dim=1)
+    return idx
+
+
+def _example_inputs(
+    model: nn.Module,
+) -> tuple[dict[str, torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """All-modality inputs at the model's input size plus one ROI, so every path runs once."""
+    h, w = (math.ceil(v / 32) * 32 for v in model.config.input_size)
+    dev = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(0)
+    inputs = {
+        "rgb": torch.rand(1, 3, h, w, generator=gen),
+        "depth": torch.rand(1, 1, h, w, generator=gen) * 40 + 1,
+        "thermal": torch.rand(1, 1, h, w, generator=gen),
+    }
+    box = torch.tensor([[w * 0.25, h * 0.25, w * 0.5, h * 0.75]])
+    return {k: v.to(dev) for k, v in inputs.items()}, [box.to(dev)], [torch.tensor([13], device=dev)]
+
+
+def _conv_bn_pairs(model: nn.Module, run: Any) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+    """(conv, bn) pairs where the BatchNorm's input is always exactly that conv's output.
+
+    Found by one traced forward (``run()``) rather than by module names, so timm blocks, the
+    model's own conv blocks and any later refactoring are covered alike. A conv shared by several
+    BatchNorms (the detection head's per-level norms) is not paired.
+    """
+    produced: dict[int, nn.Conv2d] = {}
+    keep: list[torch.Tensor] = []  # keeps outputs alive so their ids stay unique during the trace
+    seen: dict[nn.Module, set] = {}
+    calls: dict[nn.Module, int] = {}
+
+    def conv_hook(mod, _inp, out):
+        produced[id(out)] = mod
+        keep.append(out)
+        calls[mod] = calls.get(mod, 0) + 1
+
+    def bn_hook(mod, inp):
+        seen.setdefault(mod, set()).add(produced.get(id(inp[0])))
+        calls[mod] = calls.get(mod, 0) + 1
+
+    handles = []
+    for mod in model.modules():
+        if type(mod) is nn.Conv2d:
+            handles.append(mod.register_forward_hook(conv_hook))
+        elif isinstance(mod, nn.BatchNorm2d):
+            handles.append(mod.register_forward_pre_hook(bn_hook))
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for h in handles:
+            h.remove()
+    pairs, used = [], set()
+    for bn, convs in seen.items():
+        (conv,) = convs if len(convs) == 1 else (None,)
+        if conv is None or conv in used or calls[conv] != calls[bn]:
+            continue
+        if bn.running_mean is None or not bn.affine:
+            continue
+        used.add(conv)
+        pairs.append((conv, bn))
+    return pairs
+
+
+def _replace_module(root: nn.Module, old: nn.Module, new: nn.Module) -> None:
+    for parent in root.modules():
+        for name, child in list(parent.named_children()):
+            if child is old:
+                setattr(parent, name, new)
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module, run: Any = None) -> nn.Module:
+    """Fold every eval-mode BatchNorm that directly follows a convolution into that convolution, in place.
+
+    ``conv -> bn`` becomes one conv with ``w' = w * gamma / sqrt(var + eps)`` and
+    ``b' = (b - mean) * gamma / sqrt(var + eps) + beta``; the BatchNorm is replaced by its
+    activation (timm's ``BatchNormAct2d``) or an identity. Only for inference: the folded model
+    has a different ``state_dict`` and no batch statistics, so call it on a copy
+    (:func:`optimize_for_inference` does) and never save or train the result.
+
+    Args:
+        model: a module in eval mode.
+        run: a callable running one forward of ``model`` that reaches every conv; default: a
+            DAMCSeg forward with all modalities and one ROI at ``model.config.input_size``.
+
+    Returns:
+        ``model`` itself.
+    """
+    if run is None:
+        inputs, boxes, labels = _example_inputs(model)
+
+        def run():
+            return model(inputs, roi_boxes=boxes, roi_labels=labels)
+
+    pairs = _conv_bn_pairs(model, run)
+    for conv, bn in pairs:
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        conv.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+        conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias, requires_grad=False)
+        if type(bn) is nn.BatchNorm2d:
+            _replace_module(model, bn, nn.Identity())
+        else:  # timm BatchNormAct2d: batch_norm -> drop -> act; keep drop and act
+            _replace_module(model, bn, nn.Sequential(bn.drop, bn.act))
+    return model
+
+
+def optimize_for_inference(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with BatchNorm folded into the convolutions and NHWC conv weights.
+
+    ``copy(model)(inputs)`` gives the same outputs as ``model(inputs)`` up to float rounding
+    (``test/unit/test_perf_equivalence.py``); ``model`` itself, its ``state_dict`` and checkpoints
+    are untouched. Models without a DAMCSeg ``config`` or without BatchNorm (e.g. an ONNX Runtime
+    wrapper) are returned as they are.
+    """
+    if not isinstance(model, nn.Module) or not hasattr(model, "config"):
+        return model
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        return model
+    fast = copy.deepcopy(model).eval()
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    fold_batchnorm(fast)
+    return fast
+
+
 class Predictor:
     """Runs a DAMCSeg model on numpy frames (see the module docstring for the steps).
 
@@ -94,15 +297,24 @@ class Predictor:
         device: torch device to run on.
         min_confidence: pixels whose top class probability is below this get label 255
             ("unknown"); 0 keeps every pixel labelled.
+        optimize: run an :func:`optimize_for_inference` copy of ``model`` (same outputs up to float
+            rounding). Changing ``model``'s weights afterwards needs a new Predictor.
     """
 
     def __init__(
-        self, model: torch.nn.Module, device: str | torch.device = "cpu", min_confidence: float = 0.0
+        self,
+        model: torch.nn.Module,
+        device: str | torch.device = "cpu",
+        min_confidence: float = 0.0,
+        optimize: bool = True,
     ) -> None:
         if not 0.0 <= min_confidence < 1.0:
             raise ValueError(f"min_confidence must be in [0, 1), got {min_confidence}")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        # The forward runs on an inference copy (BatchNorm folded); ``self.model`` stays the model
+        # given, with its own parameters and state_dict (parameter counts, checkpoints).
+        self._runner = optimize_for_inference(self.model) if optimize else self.model
         self.config = model.config
         self.input_size = tuple(self.config.input_size)
         self.min_confidence = min_confidence
@@ -251,18 +463,20 @@ class Predictor:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             start = time.perf_counter()
-            out = self.model(batch)
+            out = self._runner(batch)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             inference_ms = (time.perf_counter() - start) * 1000.0
-            logits = out.seg_logits[:, :, :rh, :rw].float()
-            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[0]
-            # max() gives values and indices in one pass (faster than argmax over dim 0 on CPU).
-            best, idx = logits.max(dim=0)
+            logits = out.seg_logits[0, :, :rh, :rw].float()
             if self.min_confidence > 0:
+                logits = F.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+                # max() gives values and indices in one pass (faster than argmax over dim 0 on CPU).
+                best, idx = logits.max(dim=0)
                 # top softmax probability = 1 / sum_k exp(l_k - l_max)
                 prob = (logits - best).exp_().sum(dim=0).reciprocal_()
                 idx[prob < self.min_confidence] = IGNORE_INDEX
+            else:
+                idx = upsampled_argmax(logits, (h, w))
             mask = idx.to(torch.uint8).cpu().numpy()
             boxes = out.boxes[0].float().cpu()
             boxes = boxes / torch.tensor([sx, sy, sx, sy])

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from damcseg_core.models.config import BackboneConfig
-from damcseg_core.models.encoders import FEATURE_STRIDE, ConvBNAct, create_timm_model
+from damcseg_core.models.encoders import FEATURE_STRIDE, ConvBNAct, create_timm_model, eval_layout
 
 __all__ = ["SharedBackbone"]
 
@@ -115,6 +115,7 @@ class SharedBackbone(nn.Module):
             ``(det_pyramid, seg_pyramid)``, each ``[P3, P4, P5]``; ``P3`` is ``fused`` itself.
         """
         shared_outs: dict[int, torch.Tensor] = {}
+        fused = eval_layout(self, fused)
         x = self._run(self.input_proj(fused), self.shared, self._shared_stages, shared_outs)
         pyramids = []
         for blocks in (self.det_blocks, self.seg_blocks):

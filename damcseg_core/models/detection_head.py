@@ -21,6 +21,7 @@ from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
 from damcseg_core.data.classes import DETECTION_TRAIN_IDS
 from damcseg_core.models.bifpn import BiFPN, SeparableConvBN
 from damcseg_core.models.config import DetectionConfig
+from damcseg_core.models.encoders import eval_layout
 
 __all__ = ["DetectionHead", "make_anchors"]
 
@@ -128,7 +129,7 @@ class DetectionHead(nn.Module):
 
     def forward(self, pyramid: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return ``cls_logits [B, A, K]``, ``box_deltas [B, A, 4]`` and ``anchors [A, 4]``."""
-        feats = self.bifpn(pyramid)
+        feats = self.bifpn([eval_layout(self, p) for p in pyramid])
         cls_logits = self.class_net(feats)
         box_deltas = self.box_net(feats)
         anchors = self.anchors([tuple(f.shape[-2:]) for f in feats], cls_logits.device)

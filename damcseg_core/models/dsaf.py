@@ -275,9 +275,12 @@ class DSAF(nn.Module):
             dim=1,
         )
         w = w / w.sum(dim=1, keepdim=True).clamp_min(self.cfg.eps)
-        fused = (
-            w[:, 0:1] * torch.softmax(global_logits, dim=1)
-            + w[:, 1:2] * torch.softmax(local_logits, dim=1)
-            + w[:, 2:3] * torch.softmax(post_logits, dim=1)
-        )
+        fused = w[:, 0:1] * torch.softmax(global_logits, dim=1)
+        for i, (logits, coverage) in enumerate(
+            ((local_logits, local_coverage), (post_logits, post_coverage)), 1
+        ):
+            # A path that covers no pixel has weight exactly 0 everywhere: its softmax (a third of
+            # the fusion's cost) would add exact zeros, so inference skips it (simple scenes).
+            if torch.is_grad_enabled() or bool((coverage > 0).any()):
+                fused = fused + w[:, i : i + 1] * torch.softmax(logits, dim=1)
         return fused.clamp_min(self.cfg.eps).log()

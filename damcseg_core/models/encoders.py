@@ -25,6 +25,7 @@ from torch import nn
 from damcseg_core.models.config import EncoderConfig, NormalizationConfig
 
 __all__ = [
+    "EVAL_CHANNELS_LAST",
     "FEATURE_STRIDE",
     "ConvBNAct",
     "DilatedModalEncoder",
@@ -32,11 +33,26 @@ __all__ = [
     "RgbEncoder",
     "TimmTrunk",
     "create_timm_model",
+    "eval_layout",
     "modality_in_channels",
 ]
 
 FEATURE_STRIDE = 8
 """Stride of the LMMF feature maps (fusion, completion and the backbone input)."""
+
+EVAL_CHANNELS_LAST = True
+"""Run the convolutional parts in channels-last (NHWC) memory layout in eval mode.
+
+oneDNN's depthwise and 1x1 convolutions are 1.5-2.5x faster on NHWC activations on CPU (issue #9
+profile); the values are the same, only the layout differs. Training keeps the default layout.
+"""
+
+
+def eval_layout(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` in channels-last layout when ``module`` is in eval mode (see :data:`EVAL_CHANNELS_LAST`)."""
+    if EVAL_CHANNELS_LAST and not module.training and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 def create_timm_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
@@ -153,7 +169,7 @@ class TimmTrunk(nn.Module):
         self.reductions = [64 // f.shape[-1] for f in feats]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.bn1(self.conv_stem(x))
+        x = self.bn1(self.conv_stem(eval_layout(self, x)))
         out = []
         for stage in self.blocks:
             x = stage(x)
@@ -225,4 +241,4 @@ class DilatedModalEncoder(nn.Module):
         self.blocks = nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(x)
+        return self.blocks(eval_layout(self, x))
