@@ -15,6 +15,7 @@ from damcseg_core.losses.dsjl import LossConfig
 
 __all__ = [
     "DEFAULT_GROUPS",
+    "DETECTION_ONLY_PREFIXES",
     "AugmentConfig",
     "DataConfig",
     "OptimConfig",
@@ -33,6 +34,10 @@ DEFAULT_GROUPS: dict[str, list[str]] = {
     "fusion": ["encoders", "completion", "attention", "dsaf", "crf"],
 }
 """Parameter groups by module-name prefix of :class:`~damcseg_core.models.damcseg.DAMCSeg`."""
+
+DETECTION_ONLY_PREFIXES: tuple[str, ...] = ("backbone.det_blocks", "det_head")
+"""Parameters used by the detection task alone (its 20 % backbone copy, BiFPN and heads). With
+``joint_training: false`` L_det back-propagates into these only."""
 
 
 @dataclasses.dataclass
@@ -133,6 +138,10 @@ class TrainConfig:
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     roi_from_gt: bool = True  # local/post paths use ground-truth boxes in training (teacher forcing)
+    # End-to-end joint detection + segmentation training (Table IV ablation switch). False: no
+    # L_align in any stage and L_det updates only the detection-specific parameters
+    # (DETECTION_ONLY_PREFIXES), so shared backbone, encoders and fusion learn from segmentation alone.
+    joint_training: bool = True
     log_every: int = 10  # steps between log rows (CSV / TensorBoard)
     val_every: int = 200  # steps between validations (0 = only at the end)
     ckpt_every: int = 100  # steps between last.pt checkpoints (always also at the end)

@@ -40,7 +40,7 @@ from damcseg_core.config import ConfigError, dump_yaml
 from damcseg_core.data.classes import NUM_CLASSES
 from damcseg_core.losses.dsjl import DSJLoss
 from damcseg_core.train.augment import Augmenter, generator_for, sample_modality_subset, seed_for
-from damcseg_core.train.config import TrainConfig
+from damcseg_core.train.config import DETECTION_ONLY_PREFIXES, TrainConfig
 from damcseg_core.train.distributed import DistInfo, all_gather_floats, barrier, cleanup, init_distributed
 from damcseg_core.train.schedule import StageSchedule, build_optimizer
 
@@ -217,6 +217,15 @@ class Trainer:
         self._stage_index: int | None = None
         self._csv_fields: dict[str, list[str]] = {}
         self._tb = None
+        if not cfg.joint_training and self.dist.distributed:
+            raise ConfigError(
+                "joint_training: false splits the backward pass in two, which DDP does not support; "
+                "train it in one process (no torchrun) or set joint_training: true"
+            )
+        # joint_training: false -> L_det reaches only these parameters (see _backward).
+        self._det_params = [
+            p for n, p in self.model.named_parameters() if n.startswith(DETECTION_ONLY_PREFIXES)
+        ]
 
     # ------------------------------------------------------------------ resume
     def _resume_path(self) -> Path | None:
@@ -265,7 +274,7 @@ class Trainer:
             return
         self._stage_index = index
         self._stage_name = span.stage.name
-        self.loss.align_enabled = span.stage.align_loss
+        self.loss.align_enabled = span.stage.align_loss and self.cfg.joint_training
         if self.dist.distributed:
             # DDP registers the trainable parameters when it is built, so each stage gets its own.
             from torch.nn.parallel import DistributedDataParallel
@@ -385,7 +394,7 @@ class Trainer:
                 "rates or check the batch"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        self._backward(losses)
         grad_norm = 0.0
         if cfg.optim.grad_clip > 0:
             params = [q for q in self.model.parameters() if q.grad is not None]
@@ -395,6 +404,27 @@ class Trainer:
         row["grad_norm"] = grad_norm
         row["kept_modalities"] = float(len(keep))
         return row
+
+    def _backward(self, losses: dict[str, torch.Tensor]) -> None:
+        """Back-propagate the step's losses into the parameter gradients.
+
+        Joint training (the default): ``total`` reaches every parameter. Without it
+        (``joint_training: false``, Table IV ablation) the detection loss ``det`` is
+        back-propagated into the detection-only parameters alone (``inputs=``), and the rest of
+        ``total`` into everything, so the shared backbone, encoders and fusion never see a
+        detection gradient: the two tasks share features but are not trained jointly.
+        """
+        total = losses["total"]
+        if self.cfg.joint_training:
+            total.backward()
+            return
+        det = losses["det"]
+        trainable = [p for p in self._det_params if p.requires_grad]
+        if trainable and det.requires_grad:
+            det.backward(inputs=trainable, retain_graph=True)
+        rest = total - det
+        if rest.requires_grad:
+            rest.backward()
 
     def fit(self, stop_at: int | None = None) -> dict[str, Any]:
         """Train to the end of the schedule; returns the summary also written to ``summary.json``.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from damcseg_core.losses import DSJLoss
@@ -47,7 +45,6 @@ def test_tiny_model_overfits_one_batch():
     batch = _batch()
     inputs = {m: batch[m] for m in ("rgb", "depth", "thermal")}
     totals = []
-    start = time.perf_counter()
     for _ in range(45):
         losses = loss_fn(model(inputs, roi_boxes=batch["boxes"], roi_labels=batch["labels"]), batch)
         assert torch.isfinite(losses["total"])
@@ -56,4 +53,3 @@ def test_tiny_model_overfits_one_batch():
         opt.step()
         totals.append(losses["total"].item())
     assert totals[-1] < totals[0] / 5, totals
-    assert time.perf_counter() - start < 60
