@@ -245,3 +245,12 @@ def test_parse_subset(spec, expected) -> None:
 def test_parse_subset_rejects(spec) -> None:
     with pytest.raises(ValueError, match="invalid modality subset"):
         parse_subset(spec)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sessions_do_not_spin_and_use_the_given_threads(rgb_only, threads) -> None:
+    # Spinning onnxruntime workers starve the torch post-processing that follows every graph.
+    runtime = OnnxRuntimeModel(rgb_only, num_threads=threads)
+    options = runtime.session_options
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == threads
