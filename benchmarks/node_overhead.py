@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.soak import DEFAULT_CHECKPOINT, cpu_model  # noqa: E402
+from benchmarks.soak import DEFAULT_CHECKPOINT, cpu_model, use_fastdds_profile  # noqa: E402
 
 __all__ = ["main", "summarise"]
 
@@ -162,6 +162,8 @@ def run(args: argparse.Namespace) -> dict:
     env.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 80))
     os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    use_fastdds_profile(env)  # the node's outputs
+    use_fastdds_profile(os.environ)  # this process publishes the camera frames: its segment counts
     frames = stream_frames((args.height, args.width), args.stream_frames)
     loadavg_start = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     log = log_path.open("w")

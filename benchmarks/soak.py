@@ -35,6 +35,19 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+FASTDDS_PROFILE = REPO / "config" / "fastdds_large_images.xml"
+
+
+def use_fastdds_profile(env) -> None:
+    """Point Fast DDS at our profile (16 MB shared-memory segment) unless a profile is already set.
+
+    With the 512 KB default segment, best-effort images over ~0.5 MB (or a burst of rgb + depth +
+    thermal) are silently dropped by the publisher's shared-memory transport.
+    """
+    if not (env.get("FASTDDS_DEFAULT_PROFILES_FILE") or env.get("FASTRTPS_DEFAULT_PROFILES_FILE")):
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
+
+
 sys.path.insert(0, str(REPO))
 DEFAULT_CHECKPOINT = REPO / "damcseg_core" / "weights" / "damcseg_edge.pt"
 NS = 1_000_000_000
@@ -140,6 +153,8 @@ def run(args: argparse.Namespace) -> dict:
     env.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 80))
     os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    use_fastdds_profile(env)  # the node's outputs
+    use_fastdds_profile(os.environ)  # this process publishes the camera frames: its segment counts
     log_path = Path(args.out).with_suffix(".node.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = log_path.open("w")

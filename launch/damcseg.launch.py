@@ -19,7 +19,7 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -81,10 +81,28 @@ def _camera_info_topic(image_topic: str) -> str:
     return f"{head}/camera_info" if head else "camera_info"
 
 
+def _fastdds_profile() -> list[SetEnvironmentVariable]:
+    """Our Fast DDS profile (16 MB shared-memory segment) for the node, unless the user set a profile.
+
+    With Fast DDS's 512 KB default segment, best-effort images over ~0.5 MB are silently dropped by
+    the *publishing* process: this covers the node's own outputs (colour overlay); camera drivers
+    started elsewhere need the same variable (see README). Fast DDS 2.x (Humble, Jazzy) reads
+    FASTRTPS_DEFAULT_PROFILES_FILE, Fast DDS 3 (Kilted and later) FASTDDS_DEFAULT_PROFILES_FILE.
+    """
+    if os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE"):
+        return []
+    profile = os.path.join(get_package_share_directory(PACKAGE), "config", "fastdds_large_images.xml")
+    if not os.path.isfile(profile):
+        return []
+    fastdds2 = os.environ.get("ROS_DISTRO", "") in ("humble", "iron", "jazzy")
+    var = "FASTRTPS_DEFAULT_PROFILES_FILE" if fastdds2 else "FASTDDS_DEFAULT_PROFILES_FILE"
+    return [SetEnvironmentVariable(var, profile)]
+
+
 def generate_launch_description() -> LaunchDescription:
     """Declare the arguments and start the node."""
     declared = [
         DeclareLaunchArgument(name, default_value=default, description=description)
         for name, (default, description) in ARGUMENTS.items()
     ]
-    return LaunchDescription([*declared, OpaqueFunction(function=_node)])
+    return LaunchDescription([*declared, *_fastdds_profile(), OpaqueFunction(function=_node)])
