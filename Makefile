@@ -38,7 +38,7 @@ $(DEPS_STAMP): setup.py requirements/ros.txt
 
 # The package is staged outside the repository root for colcon: the venv lives inside the
 # root, and CMake refuses exported include paths (numpy's) that lie inside the source tree.
-$(BUILD_STAMP): $(DEPS_STAMP) package.xml CMakeLists.txt $(wildcard msg/*.msg) $(wildcard compat/vision_msgs/msg/*.msg) compat/vision_msgs/CMakeLists.txt
+$(BUILD_STAMP): $(DEPS_STAMP) package.xml CMakeLists.txt $(wildcard config/*.yaml config/*.xml launch/*.py) $(wildcard msg/*.msg) $(wildcard compat/vision_msgs/msg/*.msg) compat/vision_msgs/CMakeLists.txt
 	@echo "==> building ROS interfaces with colcon"
 	rm -rf build/stage && mkdir -p $(STAGE)
 	cp -r package.xml CMakeLists.txt msg damcseg_core damcseg_ros scripts launch config $(STAGE)/

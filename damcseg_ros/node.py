@@ -666,6 +666,9 @@ class DamcsegNode(LifecycleNode):
 
 def main(argv: list[str] | None = None) -> int:
     """Run the node until shutdown; returns the exit code (1 when autostart configuration failed)."""
+    from damcseg_ros.fastdds import ensure_large_image_profile
+
+    ensure_large_image_profile()  # before rclpy.init: Fast DDS reads it at start-up
     rclpy.init(args=sys.argv if argv is None else argv)
     try:
         node = DamcsegNode()

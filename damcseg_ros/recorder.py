@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists():
         parser.error(f"output bag already exists: {args.out}")
 
+    from damcseg_ros.fastdds import ensure_large_image_profile
+
+    ensure_large_image_profile()  # before rclpy.init: Fast DDS reads it at start-up
     rclpy.init(args=[sys.argv[0], *ros_args])
     node = rclpy.create_node("damcseg_recorder")
     stop = threading.Event()

@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args, ros_args = parser.parse_known_args(argv)
 
+    from damcseg_ros.fastdds import ensure_large_image_profile
+
+    ensure_large_image_profile()  # before rclpy.init: Fast DDS reads it at start-up
     rclpy.init(args=[sys.argv[0], *ros_args])
     node = rclpy.create_node("damcseg_replay")
     try:
