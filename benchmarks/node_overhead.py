@@ -363,8 +363,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--qos",
         choices=("reliable", "best_effort"),
-        default="reliable",
-        help="input QoS of the stream and the node (qos_reliability); see README for why reliable",
+        default="best_effort",
+        help="input QoS of the stream and the node (qos_reliability); best_effort is the node's default",
     )
     ap.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the first mask")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="results folder")
