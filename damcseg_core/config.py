@@ -28,6 +28,7 @@ import yaml
 __all__ = [
     "ConfigError",
     "apply_overrides",
+    "deep_merge",
     "dump_yaml",
     "from_dict",
     "load_yaml",
@@ -189,6 +190,19 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     except yaml.YAMLError as exc:
         raise ConfigError(f"override '{item}': value is not valid YAML ({exc})") from exc
     return key.split("."), value
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``overrides`` merged in: nested dicts merge, anything else replaces."""
+    import copy
+
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from damcseg_core.config import ConfigError, from_dict, load_yaml, to_dict
+from damcseg_core.config import ConfigError, deep_merge, from_dict, load_yaml, to_dict
 
 __all__ = [
     "COLUMNS",
@@ -190,16 +190,6 @@ class AblationConfig:
 
 
 # --------------------------------------------------------------------------- configs
-def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def row_dir_name(name: str) -> str:
     """Folder of a row under the output folder (``+dsaf`` -> ``plus_dsaf``)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.replace("+", "plus_"))
@@ -231,19 +221,19 @@ def row_train_config(cfg: AblationConfig, name: str, out: Path, resume: bool = F
     from damcseg_core.train.config import TrainConfig
 
     row = cfg.rows[name]
-    data = _deep_merge(_read_base(cfg.base), cfg.train)
+    data = deep_merge(_read_base(cfg.base), cfg.train)
     for switch, spec in cfg.switches.items():
         if switch in row.innovations:
             continue
-        data = _deep_merge(data, spec.train)
-        data["model_overrides"] = _deep_merge(data.get("model_overrides") or {}, spec.model)
+        data = deep_merge(data, spec.train)
+        data["model_overrides"] = deep_merge(data.get("model_overrides") or {}, spec.model)
     b = cfg.budget
     data.update(
         total_steps=b.total_steps, epochs=None, batch_size=b.batch_size, threads=b.threads,
         seed=b.seed if row.seed is None else row.seed, device=b.device, progress=False,
         out_dir=str(out / row_dir_name(name)), resume="auto" if resume else "never",
     )  # fmt: skip
-    data["augment"] = _deep_merge(data.get("augment") or {}, {"size": list(b.crop)})
+    data["augment"] = deep_merge(data.get("augment") or {}, {"size": list(b.crop)})
     try:
         train = from_dict(TrainConfig, data)
         train.validate()

@@ -16,11 +16,10 @@ Variants:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
-from damcseg_core.config import from_dict, to_dict
+from damcseg_core.config import deep_merge, from_dict, to_dict
 from damcseg_core.models.config import ModelConfig
 
 __all__ = ["build_model", "build_model_from_config", "get_config", "list_models", "register_model"]
@@ -49,17 +48,7 @@ def get_config(name: str, **overrides: Any) -> ModelConfig:
     if name not in _REGISTRY:
         raise KeyError(f"unknown model '{name}'; registered models: {', '.join(list_models())}")
     base = to_dict(_REGISTRY[name]())
-    return from_dict(ModelConfig, _deep_merge(base, overrides))
-
-
-def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+    return from_dict(ModelConfig, deep_merge(base, overrides))
 
 
 def build_model_from_config(cfg: ModelConfig):

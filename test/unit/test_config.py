@@ -107,3 +107,15 @@ def test_load_yaml_errors_name_the_file(tmp_path: Path):
     scalar.write_text("3\n")
     with pytest.raises(ConfigError, match="must hold a mapping at the top level"):
         load_yaml(_Experiment, scalar)
+
+
+def test_deep_merge_merges_sections_and_copies():
+    from damcseg_core.config import deep_merge
+
+    base = {"a": {"x": 1, "y": [1, 2]}, "b": 2}
+    over = {"a": {"y": [3]}, "c": {"z": 1}}
+    out = deep_merge(base, over)
+    assert out == {"a": {"x": 1, "y": [3]}, "b": 2, "c": {"z": 1}}
+    out["a"]["y"].append(4)
+    out["c"]["z"] = 5
+    assert base == {"a": {"x": 1, "y": [1, 2]}, "b": 2} and over == {"a": {"y": [3]}, "c": {"z": 1}}
