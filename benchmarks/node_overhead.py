@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.soak import DEFAULT_CHECKPOINT, cpu_model, use_fastdds_profile  # noqa: E402
+from benchmarks.soak import DEFAULT_CHECKPOINT, cpu_model, stop_node, use_fastdds_profile  # noqa: E402
 
 __all__ = ["main", "summarise"]
 
@@ -227,17 +227,7 @@ def run(args: argparse.Namespace) -> dict:
                 time.sleep(delay)
         time.sleep(2.0)  # the last mask
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        log.close()
-        executor.shutdown(timeout_sec=2.0)
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        stop_node(proc, log, executor, node, context)
     trace = {}
     for line in trace_path.read_text().splitlines():
         rec = json.loads(line)

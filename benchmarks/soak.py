@@ -48,6 +48,23 @@ def use_fastdds_profile(env) -> None:
         env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
 
 
+def stop_node(proc, log, executor, node, context) -> None:
+    """Stop the node subprocess (terminate, then kill) and tear down this process's rclpy side."""
+    import rclpy
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    log.close()
+    executor.shutdown(timeout_sec=2.0)
+    node.destroy_node()
+    rclpy.try_shutdown(context=context)
+
+
 sys.path.insert(0, str(REPO))
 DEFAULT_CHECKPOINT = REPO / "damcseg_core" / "weights" / "damcseg_edge.pt"
 NS = 1_000_000_000
@@ -268,17 +285,7 @@ def run(args: argparse.Namespace) -> dict:
         sent_sets = sent - sent_before
     finally:
         stop.set()
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        log.close()
-        executor.shutdown(timeout_sec=2.0)
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        stop_node(proc, log, executor, node, context)
 
     def delta(key: str) -> int:
         return int(p1.get(key, 0)) - int(p0.get(key, 0))
