@@ -79,6 +79,18 @@ class NodeProcess:
         return self.proc.returncode
 
 
+def unconfigured_node(name: str) -> Iterator[Any]:
+    """A DamcsegNode in its own context with autostart off (parameters settable, nothing loaded)."""
+    from damcseg_ros.node import DamcsegNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context, args=["test", "--ros-args", "-p", "autostart:=false"])
+    node = DamcsegNode(name, context=context)
+    yield node
+    node.destroy_node()
+    rclpy.try_shutdown(context=context)
+
+
 @pytest.fixture(scope="module")
 def ros_context() -> Iterator[Any]:
     """An rclpy context with a test node spun by a background executor."""
@@ -183,5 +195,6 @@ def kit() -> types.SimpleNamespace:
         NodeProcess=NodeProcess,
         reliable_qos=reliable_qos,
         sensor_qos=sensor_qos,
+        unconfigured_node=unconfigured_node,
         wait_for=wait_for,
     )

@@ -18,7 +18,6 @@ from damcseg_core.export import export_onnx  # noqa: E402
 from damcseg_core.models import build_model  # noqa: E402
 from damcseg_core.predictor import Predictor  # noqa: E402
 from damcseg_ros import conversions, params  # noqa: E402
-from damcseg_ros.node import DamcsegNode  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -37,13 +36,8 @@ def onnx_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def node():
-    context = rclpy.Context()
-    rclpy.init(context=context, args=["test", "--ros-args", "-p", "autostart:=false"])
-    n = DamcsegNode("damcseg_onnx_test", context=context)
-    yield n
-    n.destroy_node()
-    rclpy.try_shutdown(context=context)
+def node(kit):
+    yield from kit.unconfigured_node("damcseg_onnx_test")
 
 
 def _set(node, **values):

@@ -13,19 +13,14 @@ from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from damcseg_ros import params  # noqa: E402
-from damcseg_ros.node import DamcsegNode, resolve_model_source  # noqa: E402
+from damcseg_ros.node import resolve_model_source  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
 
 @pytest.fixture(scope="module")
-def node():
-    context = rclpy.Context()
-    rclpy.init(context=context, args=["test", "--ros-args", "-p", "autostart:=false"])
-    n = DamcsegNode("damcseg_params_test", context=context)
-    yield n
-    n.destroy_node()
-    rclpy.try_shutdown(context=context)
+def node(kit):
+    yield from kit.unconfigured_node("damcseg_params_test")
 
 
 @pytest.mark.parametrize(
