@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from damcseg_core import MODALITIES
+from damcseg_core.inference import default_checkpoint, load_predictor
 
 __all__ = [
     "CASE_NAMES",
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parents[1]
-EDGE_CHECKPOINT = REPO / "damcseg_core" / "weights" / "damcseg_edge.pt"
+EDGE_CHECKPOINT = default_checkpoint()
 BENCH_EXTRA = "pip install -e .[bench]"
 NUM_CLASSES = 19
 FRAME_SEED = 2024
@@ -379,14 +380,10 @@ def build_case(name: str, size: tuple[int, int], n_frames: int = FRAMES_PER_SET)
             model, size, kind, MODALITIES, False, f"{weights}, {kind} frames", n_frames
         )
     if name == "edge-predictor":
-        from damcseg_core.predictor import Predictor
-
         model, weights = _load_edge()
-        return _predictor_bench(Predictor(model, "cpu"), size, f"{weights}, numpy frames", n_frames)
+        return _predictor_bench(load_predictor(model=model), size, f"{weights}, numpy frames", n_frames)
     if name == "tiny-predictor":
-        from damcseg_core.predictor import Predictor
-
-        predictor = Predictor(_random_model("damcseg_tiny"), "cpu")
+        predictor = load_predictor(model=_random_model("damcseg_tiny"))
         return _predictor_bench(predictor, size, "RANDOM init, numpy frames", n_frames)
     if name == "edge-onnxruntime":
         return _onnxruntime_bench(size, n_frames)
@@ -408,18 +405,17 @@ def _onnxruntime_bench(size: tuple[int, int], n_frames: int) -> Bench:
     try:
         import onnxruntime
 
-        from damcseg_core.export import OnnxRuntimeModel, export_onnx
+        from damcseg_core.export import export_onnx
     except ImportError as exc:
         raise CaseUnavailable(f"skipped: {exc} ({BENCH_EXTRA})") from exc
     import tempfile
-
-    from damcseg_core.predictor import Predictor
 
     model, weights = _load_edge()
     folder = Path(tempfile.mkdtemp(prefix="damcseg_bench_onnx_"))
     # One graph: all three modalities at the model's input size (what the Predictor feeds).
     export_onnx(model, folder, modalities=[MODALITIES])
-    ort_model = OnnxRuntimeModel(folder, num_threads=torch.get_num_threads())
     note = f"{weights}, exported graph run by onnxruntime {onnxruntime.__version__}, numpy frames"
     # Parameters and FLOPs are those of the exported torch model.
-    return _predictor_bench(Predictor(ort_model, "cpu"), size, note, n_frames, torch_model=model)
+    return _predictor_bench(
+        load_predictor("onnxruntime", onnx_path=folder), size, note, n_frames, torch_model=model
+    )

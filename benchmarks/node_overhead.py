@@ -65,7 +65,7 @@ COMPONENTS = (
 # ---------------------------------------------------------------------- node side
 def node_child(trace_path: str, ros_args: list[str]) -> int:
     """Run the node with timing wrappers that append one JSON line per processed frame."""
-    from damcseg_core.predictor import Predictor
+    from damcseg_core.inference import Predictor
     from damcseg_ros import node as node_mod
 
     trace = open(trace_path, "w", buffering=1)  # line-buffered, open for the node's lifetime

@@ -1,4 +1,4 @@
-"""Profile ``damcseg_edge`` and the :class:`~damcseg_core.predictor.Predictor` on the CPU (issue #9).
+"""Profile ``damcseg_edge`` and the :class:`~damcseg_core.inference.Predictor` on the CPU (issue #9).
 
 Everything is compared *in one process*, interleaved round-robin, so that load from other
 processes on a shared machine hits every contender alike; the printed numbers are medians and
@@ -36,14 +36,14 @@ import cv2
 import numpy as np
 import torch
 
+import damcseg_core.inference.predictor as predictor_module
 import damcseg_core.models.encoders as encoders
-import damcseg_core.predictor as predictor_module
 from damcseg_core.checkpoint import load_model
 from damcseg_core.data.registry import build_dataset
-from damcseg_core.predictor import Predictor, optimize_for_inference
+from damcseg_core.inference import default_checkpoint, load_predictor, optimize_for_inference
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT = ROOT / "damcseg_core" / "weights" / "damcseg_edge.pt"
+CHECKPOINT = default_checkpoint()
 MODALITIES = ("rgb", "depth", "thermal")
 
 
@@ -227,7 +227,7 @@ def report_before_after(model, frames, args) -> None:
     base = lraspp()
     hw = tuple(int(v) for v in args.predict_size.split("x"))
     nps = [numpy_frame(f["inputs"], hw) for f in frames]
-    plain_pred, fast_pred = Predictor(model, optimize=False), Predictor(model)
+    plain_pred, fast_pred = load_predictor(model=model, optimize=False), load_predictor(model=model)
 
     def with_layout(on: bool, fn: Callable[[], object]) -> Callable[[], object]:
         def call():
@@ -270,7 +270,7 @@ def report_before_after(model, frames, args) -> None:
 
 def report_predictor(model, frames, args) -> None:
     hw = tuple(int(v) for v in args.predict_size.split("x"))
-    pred = Predictor(model)
+    pred = load_predictor(model=model)
     base = lraspp()
     nps = [numpy_frame(f["inputs"], hw) for f in frames]
     rgbs = [f["inputs"]["rgb"] for f in frames]

@@ -20,11 +20,20 @@ MODALITIES = ("rgb", "depth", "thermal")
 _LAZY = {
     "build_model": "damcseg_core.models",
     "load_model": "damcseg_core.checkpoint",
-    "Predictor": "damcseg_core.predictor",
-    "PredictionResult": "damcseg_core.predictor",
+    "Predictor": "damcseg_core.inference",
+    "PredictionResult": "damcseg_core.inference",
+    "load_predictor": "damcseg_core.inference",
 }
 
-__all__ = ["MODALITIES", "PredictionResult", "Predictor", "__version__", "build_model", "load_model"]
+__all__ = [
+    "MODALITIES",
+    "PredictionResult",
+    "Predictor",
+    "__version__",
+    "build_model",
+    "load_model",
+    "load_predictor",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -15,7 +15,11 @@ so that :func:`torch.load` with ``weights_only=True`` reads it without unpicklin
 ``best_metric``     best validation metric so far (or ``None``)
 ``rng``             python / numpy / torch / cuda RNG states, as tensors
 ``train_config``    the resolved training config as a dict (or ``None``)
+``class_names``     names of the segmentation class ids (the model's ``class_names``)
+``palette``         ``[K, 3]`` colours of the classes
 ==================  ===============================================================
+
+Files without ``class_names`` / ``palette`` (older ones) get the Cityscapes train ids.
 
 Writes are atomic: the file is written to a temporary file in the same directory, flushed and
 fsync'ed, then ``os.replace``'d over the target, so a run killed mid-write (even with SIGKILL)
@@ -45,6 +49,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
     "capture_rng_state",
+    "class_info",
     "load_checkpoint",
     "load_model",
     "restore_rng_state",
@@ -53,6 +58,11 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "damcseg-checkpoint"
 FORMAT_VERSION = 1
+GET_ONE = (
+    "use the shipped damcseg_core/weights/damcseg_edge.pt, train one with damcseg-train, "
+    "or copy the file again from where it was made"
+)
+"""How to get a good checkpoint; every load error ends with it."""
 
 
 class CheckpointError(ValueError):
@@ -91,6 +101,23 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
+
+
+# --------------------------------------------------------------------------- class names
+def class_info(source: Any) -> tuple[list[str], list[list[int]]]:
+    """``(class_names, palette)`` of a model (its attributes) or a checkpoint dict (its keys).
+
+    Either missing: the Cityscapes train ids and palette (what every damcseg variant predicts).
+    """
+    from damcseg_core.data.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+
+    get = source.get if isinstance(source, dict) else lambda key: getattr(source, key, None)
+    names, palette = get("class_names"), get("palette")
+    names = [str(n) for n in names] if names is not None else list(CITYSCAPES_CLASSES)
+    if palette is None:
+        palette = CITYSCAPES_PALETTE.tolist() if len(names) == len(CITYSCAPES_CLASSES) else []
+    palette = palette.tolist() if hasattr(palette, "tolist") else [list(map(int, c)) for c in palette]
+    return names, palette
 
 
 # --------------------------------------------------------------------------- save
@@ -140,6 +167,7 @@ def save_checkpoint(
         "best_metric": None if best_metric is None else float(best_metric),
         "rng": capture_rng_state(),
         "train_config": to_dict(train_config) if train_config is not None else None,
+        **dict(zip(("class_names", "palette"), class_info(net))),
     }
     if extra:
         payload.update(extra)
@@ -168,6 +196,25 @@ def save_checkpoint(
 
 
 # --------------------------------------------------------------------------- load
+def _what_the_file_is(path: Path) -> str:
+    """A short description of a file that is not a readable PyTorch checkpoint."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(b"version https://git-lfs"):
+        return "a Git LFS pointer, not the weights (run git lfs pull)"
+    if head.startswith(b"\x89HDF"):
+        return "an HDF5 file (e.g. Keras weights), not a PyTorch archive"
+    if path.suffix == ".onnx" or (head[:1] == b"\x08" and b"onnx" in head.lower()):
+        return "an ONNX model, not a PyTorch archive (run it with backend onnxruntime)"
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
+        return "a safetensors file, not a PyTorch archive"
+    if head[:1] == b"\x80":
+        return "a pickle that breaks off or holds data torch cannot read (corrupt or truncated)"
+    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return f"a text file (it starts with {head[:24].decode('ascii', 'replace')!r}), not a PyTorch archive"
+    return f"not a PyTorch archive (it starts with bytes {head[:8].hex(' ')})"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read and validate a checkpoint with ``torch.load(weights_only=True)``.
 
@@ -198,12 +245,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                 f"checkpoint {path} contains pickled Python code or objects, which damcseg refuses to load "
                 "(unpickling can run arbitrary code); re-save it as plain tensors with "
                 "damcseg_core.checkpoint.save_checkpoint"
-            ) from exc
-        raise CheckpointError(f"checkpoint {path} is corrupt and cannot be read ({exc})") from exc
+            ) from None
+        # torch's own text advises weights_only=False (running the file's code): never repeat it.
+        raise CheckpointError(f"checkpoint {path} is corrupt: {_what_the_file_is(path)}; {GET_ONE}") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or not a PyTorch file ({type(exc).__name__}: {str(exc)[:200]})"
-        ) from exc
+            f"checkpoint {path} is corrupt or not a PyTorch file: {_what_the_file_is(path)} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); {GET_ONE}"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         keys = sorted(map(str, ckpt))[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(
@@ -266,5 +315,8 @@ def load_model(
             f"checkpoint {path}: the weights do not fit the '{name}' model built from its model_config "
             f"(missing {list(result.missing_keys)[:5]}, unexpected {list(result.unexpected_keys)[:5]}); {fix}"
         )
+    # Class names travel with the model: the Predictor, the ONNX export and the node read them.
+    model.class_names, palette = (tuple(v) for v in class_info(ckpt))
+    model.palette = [list(c) for c in palette] or None
     model.to(device)
     return model.eval() if eval_mode else model.train()

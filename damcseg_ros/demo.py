@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from damcseg_ros.node import DEFAULT_CHECKPOINT
+from damcseg_core.inference import default_checkpoint
 
 __all__ = ["OUTPUT_TOPICS", "main", "run_demo"]
 
@@ -96,7 +96,8 @@ def run_demo(args: argparse.Namespace) -> int:
         checkpoint, model_args = "", ["-p", f"model:={args.model}"]
         print(f"      using random-init {args.model} as asked (outputs meaningless)")
     else:
-        checkpoint = args.checkpoint or (str(DEFAULT_CHECKPOINT) if DEFAULT_CHECKPOINT.is_file() else "")
+        default = default_checkpoint()
+        checkpoint = args.checkpoint or (str(default) if default.is_file() else "")
         model_args = ["-p", f"checkpoint:={checkpoint}"] if checkpoint else ["-p", "model:=damcseg_edge"]
         if not checkpoint:
             print(
@@ -159,13 +160,13 @@ def run_demo(args: argparse.Namespace) -> int:
 
     _step(4, n, "evaluating the recorded outputs against the ground truth")
     from damcseg_core.eval.drive_report import evaluate_drive
+    from damcseg_ros.record_decoding import read_node_outputs
 
     summary = evaluate_drive(
         input_bag=bag,
-        output_bag=out / "output_bag",
+        records=read_node_outputs(out / "output_bag", NODE_NAME),
         publish_log=out / "publish_log.csv",
         out_dir=out,
-        node_name=NODE_NAME,
         model_label=checkpoint or f"{args.model or 'damcseg_edge'} (random init)",
     )
 

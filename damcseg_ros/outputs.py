@@ -1,10 +1,10 @@
 """``PredictionResult`` -> ROS messages. Every message copies the header of the frame it describes.
 
-* ``mask_image``: ``mono8`` class ids (Cityscapes train ids, 255 = unknown).
+* ``mask_image``: ``mono8`` class ids (the model's, Cityscapes train ids by default; 255 = unknown).
 * ``color_image``: ``rgb8`` palette colours blended over the RGB frame (or colours alone).
 * ``compressed_mask``: lossless PNG ``CompressedImage`` (JPEG would corrupt ids at borders).
 * ``detections``: ``vision_msgs/Detection2DArray`` with bbox centre/size in input pixels.
-* ``label_info``: ``vision_msgs/LabelInfo`` (ids 0..18 with their names).
+* ``label_info``: ``vision_msgs/LabelInfo`` (the model's class ids with their names).
 * ``scene_complexity``: ``damcseg_ros/SceneComplexity`` with every field of the result.
 """
 
@@ -49,26 +49,39 @@ def mask_image(mask: np.ndarray, header: Any) -> Image:
     return array_to_image(np.asarray(mask, dtype=np.uint8), "mono8", header)
 
 
-def overlay(mask: np.ndarray, rgb: np.ndarray | None, alpha: float) -> np.ndarray:
+def _colorize(mask: np.ndarray, palette: np.ndarray | None) -> np.ndarray:
+    if palette is None:
+        return colorize(mask)
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    lut[: len(palette)] = np.asarray(palette, dtype=np.uint8)[:255]
+    return lut[np.asarray(mask, dtype=np.uint8)]
+
+
+def overlay(
+    mask: np.ndarray, rgb: np.ndarray | None, alpha: float, palette: np.ndarray | None = None
+) -> np.ndarray:
     """``HxWx3`` uint8: palette colours blended with weight ``alpha`` over ``rgb``.
 
-    Unknown pixels (255) keep the camera colour. Without ``rgb`` (RGB sensor absent) the plain
-    palette colours are returned (unknown = black).
+    ``palette`` (``[K, 3]``, the model's, ``Predictor.palette``) defaults to Cityscapes'. Ids
+    without a colour (255 = unknown) keep the camera colour. Without ``rgb`` (RGB sensor absent)
+    the plain palette colours are returned (unknown = black).
     """
-    colours = colorize(mask)
+    colours = _colorize(mask, palette)
     if rgb is None or rgb.shape[:2] != mask.shape:
         return colours
     blended = (alpha * colours.astype(np.float32) + (1.0 - alpha) * rgb.astype(np.float32) + 0.5).astype(
         np.uint8
     )
-    unknown = mask >= len(CITYSCAPES_CLASSES)
+    unknown = mask >= (len(CITYSCAPES_CLASSES) if palette is None else len(palette))
     blended[unknown] = rgb[unknown]
     return blended
 
 
-def color_image(mask: np.ndarray, rgb: np.ndarray | None, alpha: float, header: Any) -> Image:
+def color_image(
+    mask: np.ndarray, rgb: np.ndarray | None, alpha: float, header: Any, palette: np.ndarray | None = None
+) -> Image:
     """``rgb8`` overlay Image (see :func:`overlay`)."""
-    return array_to_image(overlay(mask, rgb, alpha), "rgb8", header)
+    return array_to_image(overlay(mask, rgb, alpha, palette), "rgb8", header)
 
 
 def compressed_mask(mask: np.ndarray, header: Any) -> CompressedImage:
@@ -145,16 +158,20 @@ def scene_complexity(result: Any, header: Any, num_targets: int) -> SceneComplex
     """
     msg = SceneComplexity()
     msg.header = header
-    msg.score = float(result.scene_score)
-    msg.target_density = float(result.target_density)
-    msg.occlusion = float(result.occlusion)
-    msg.edge_density = float(result.edge_density)
+    # Field names predate the paper's symbols; msg/SceneComplexity.msg maps each one.
+    msg.score = float(result.S)
+    msg.target_density = float(result.D)
+    msg.occlusion = float(result.O)
+    msg.edge_density = float(result.E)
     msg.category = int(result.category)
     msg.num_targets = int(num_targets)
-    bw = np.asarray(result.branch_weights, dtype=np.float32).reshape(3)
-    msg.global_weight, msg.local_weight, msg.post_weight = (float(x) for x in bw)
-    mw = np.asarray(result.modality_weights, dtype=np.float32).reshape(3)
-    msg.rgb_weight, msg.depth_weight, msg.thermal_weight = (float(x) for x in mw)
+    msg.global_weight, msg.local_weight, msg.post_weight = (
+        float(result.alpha),
+        float(result.beta),
+        float(result.gamma),
+    )
+    omega = np.asarray(result.omega, dtype=np.float32).reshape(3)
+    msg.rgb_weight, msg.depth_weight, msg.thermal_weight = (float(x) for x in omega)
     for m in MODALITIES:
         setattr(msg, f"{m}_present", m in result.present)
         setattr(msg, f"{m}_completed", m in result.completed)

@@ -18,21 +18,19 @@ import numpy as np
 from damcseg_core.data.classes import IGNORE_INDEX, NUM_CLASSES, colorize
 from damcseg_core.data.synthetic import SyntheticDrive, SyntheticWorldConfig
 from damcseg_core.eval.segmentation_metrics import SegmentationIoU
-from damcseg_core.predictor import Predictor
+from damcseg_core.inference import default_checkpoint, load_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--checkpoint", type=Path, default=ROOT / "damcseg_core" / "weights" / "damcseg_edge.pt"
-    )
+    parser.add_argument("--checkpoint", type=Path, default=default_checkpoint())
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "predictions.png")
     parser.add_argument("--seed", type=int, default=2024)
     args = parser.parse_args()
 
-    predictor = Predictor.from_checkpoint(args.checkpoint)
+    predictor = load_predictor(checkpoint=args.checkpoint)
     drive = SyntheticDrive(SyntheticWorldConfig(size=(256, 512), seed=args.seed, crowd=(0.5, 1.0)))
     rows = []
     for i, condition in enumerate(("day", "dusk", "night", "fog")):
@@ -44,7 +42,7 @@ def main() -> int:
         row = np.concatenate(
             [np.pad(p, ((0, 0), (0, 4), (0, 0)), constant_values=255) for p in panels], axis=1
         )
-        text = f"{condition}: mIoU {100 * iou.compute()['miou']:.1f}%, S {res.scene_score:.2f}, {len(res.boxes)} boxes"
+        text = f"{condition}: mIoU {100 * iou.compute()['miou']:.1f}%, S {res.S:.2f}, {len(res.boxes)} boxes"
         cv2.putText(row, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
         rows.append(np.pad(row, ((0, 4), (0, 0), (0, 0)), constant_values=255))
     header = np.full((24, rows[0].shape[1], 3), 255, np.uint8)

@@ -328,11 +328,11 @@ def _evaluate_row(cfg: AblationConfig, ckpt: Path, frames: list[dict[str, Any]],
     from damcseg_core.eval.evaluator import Evaluator
     from damcseg_core.eval.metrics import MetricConfig
     from damcseg_core.eval.report import write_report
-    from damcseg_core.predictor import Predictor
+    from damcseg_core.inference import load_predictor
 
     e = cfg.eval
     metric_cfg = MetricConfig(boundary_tolerance_px=e.boundary_tolerance_px)
-    recorder = _Recording(Predictor.from_checkpoint(ckpt, device=cfg.budget.device))
+    recorder = _Recording(load_predictor(checkpoint=ckpt, device=cfg.budget.device))
     result = Evaluator(recorder, e.protocols, metric_cfg, e.seed, e.examples, progress=False).run(frames)
     write_report(result, out / "eval")
     first = result.metrics["protocols"][e.protocols[0]]
@@ -384,10 +384,10 @@ def _measure_fps(
     timing runs over several frames and the mean number of boxes is reported with it.
     """
     from damcseg_core.eval.evaluator import sample_to_inputs
-    from damcseg_core.predictor import Predictor
+    from damcseg_core.inference import load_predictor
 
     inputs = [sample_to_inputs(f) for f in frames]
-    predictors = {n: Predictor.from_checkpoint(p, device=cfg.budget.device) for n, p in ckpts.items()}
+    predictors = {n: load_predictor(checkpoint=p, device=cfg.budget.device) for n, p in ckpts.items()}
     names = list(predictors)
     for name in names:
         for i in range(cfg.eval.fps_warmup):

@@ -22,16 +22,12 @@ from damcseg_core.data.rosbag_io import DEFAULT_TOPICS
 
 __all__ = ["main"]
 
-_DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "weights" / "damcseg_edge.pt"
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="damcseg-bag-eval", description=__doc__.splitlines()[0])
     parser.add_argument("bag", type=Path, help="rosbag2 directory with sensor and ground-truth topics")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument(
-        "--checkpoint", type=Path, help=f"checkpoint (default: {_DEFAULT_CHECKPOINT.name} shipped)"
-    )
+    source.add_argument("--checkpoint", type=Path, help="checkpoint (default: the shipped damcseg_edge.pt)")
     source.add_argument("--model", help="registered variant with random weights (tests only)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("runs/bag_eval"), help="report folder")
@@ -46,22 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.bag.exists():
         parser.error(f"bag not found: {args.bag}")
     from damcseg_core.eval.drive_report import evaluate_bag_offline
-    from damcseg_core.predictor import Predictor
+    from damcseg_core.inference import load_predictor
 
     topics = type(DEFAULT_TOPICS)(
         **{f.name: getattr(args, f.name) for f in dataclasses.fields(DEFAULT_TOPICS)}
     )
     try:
-        if args.model:
-            predictor, label = (
-                Predictor.from_name(args.model, device=args.device),
-                f"{args.model} (random init)",
-            )
-        else:
-            ckpt = args.checkpoint or _DEFAULT_CHECKPOINT
-            predictor, label = Predictor.from_checkpoint(ckpt, device=args.device), str(ckpt)
-        summary = evaluate_bag_offline(args.bag, predictor, args.out, label, topics)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
+        predictor = load_predictor(checkpoint=args.checkpoint, model=args.model, device=args.device)
+        summary = evaluate_bag_offline(args.bag, predictor, args.out, predictor.label, topics)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
         print(f"damcseg-bag-eval: error: {exc}", file=sys.stderr)
         return 2
     print(f"report: {args.out / 'report.html'}")

@@ -73,13 +73,10 @@ def main(argv: list[str] | None = None) -> int:
                 protocols.append(name)
     try:
         from damcseg_core.data.registry import build_dataset
-        from damcseg_core.predictor import Predictor
+        from damcseg_core.inference import load_predictor
 
         dataset = build_dataset(args.data)
-        if args.checkpoint:
-            predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
-        else:
-            predictor = Predictor.from_name(args.model, device=args.device)
+        predictor = load_predictor(checkpoint=args.checkpoint, model=args.model, device=args.device)
         evaluator = Evaluator(
             predictor,
             protocols,
@@ -89,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
         )
         result = evaluator.run(dataset, limit=args.limit)
-    except (ConfigError, ValueError, KeyError, FileNotFoundError) as exc:
+    except (ConfigError, ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
         print(f"damcseg-eval: error: {exc}", file=sys.stderr)
         return 2
     paths = write_report(result, args.out)

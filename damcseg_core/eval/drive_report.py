@@ -2,14 +2,16 @@
 
 Two sources of predictions share one report:
 
-* :func:`evaluate_drive` reads what the ROS node published during a live replay (an output bag
-  recorded by ``damcseg_ros.recorder``) and matches it to the input bag's ground truth by header
+* :func:`evaluate_drive` takes what the ROS node published during a live replay, as plain
+  :class:`FrameRecord` s (``damcseg_ros.record_decoding`` decodes the recorded messages: this
+  module knows no message type), and matches them to the input bag's ground truth by header
   stamp; latency is recorder receive time minus replay publish time (both wall clock).
 * :func:`evaluate_bag_offline` (``damcseg-bag-eval``) runs the :class:`Predictor` over the bag
   directly, without DDS; latency is then the model's inference time.
 
-The report shows metrics per condition and per sensor state, timelines of the scene complexity S,
-the DSAF branch weights, the modality weights and states, latency, and example overlays.
+The report shows metrics per condition and per sensor state, boxes per frame against the
+ground-truth objects, timelines of the scene complexity S (D, O, E), the DSAF branch weights
+alpha / beta / gamma, the modality weights omega and states, latency, and example overlays.
 """
 
 from __future__ import annotations
@@ -23,34 +25,63 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from rosbags.highlevel import AnyReader
 
 from damcseg_core import MODALITIES
-from damcseg_core.data.classes import CITYSCAPES_CLASSES, IGNORE_INDEX, NUM_CLASSES
+from damcseg_core.data.classes import IGNORE_INDEX, NUM_CLASSES
 from damcseg_core.data.rosbag_io import DEFAULT_TOPICS, BagTopics, read_bag_samples
 from damcseg_core.eval.evaluator import to_jsonable
 from damcseg_core.eval.metrics import MetricSuite, timing_stats
 from damcseg_core.eval.report import REPORT_STYLE, figure_html, metrics_table, overlay_html
 from damcseg_core.eval.segmentation_metrics import SegmentationIoU
 
-__all__ = ["FrameRecord", "evaluate_bag_offline", "evaluate_drive", "write_drive_report"]
-
-_NAME_TO_ID = {name: i for i, name in enumerate(CITYSCAPES_CLASSES)}
+__all__ = ["FrameRecord", "evaluate_bag_offline", "evaluate_drive", "sensor_state", "write_drive_report"]
 
 
 @dataclasses.dataclass
 class FrameRecord:
-    """What the system produced for one input frame (``mask`` is None when it was dropped)."""
+    """What the system produced for one input frame, in the Predictor's names.
+
+    ``mask`` is None when the frame was dropped; the scene fields are None when nothing about the
+    scene was received for it. Built from a :class:`~damcseg_core.inference.PredictionResult`
+    (:meth:`from_prediction`) or by ``damcseg_ros.record_decoding`` from recorded messages.
+    """
 
     stamp_ns: int
-    mask: np.ndarray | None = None  # HxW uint8 train ids
-    boxes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    mask: np.ndarray | None = None  # HxW uint8 class ids
+    boxes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 4), np.float32))  # xyxy
     scores: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.float32))
     labels: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
-    scene: dict[str, Any] = dataclasses.field(default_factory=dict)  # S, D, O, E, category, weights
+    S: float | None = None  # scene complexity and its parts D, O, E
+    D: float | None = None
+    O: float | None = None  # noqa: E741 - the paper's name
+    E: float | None = None
+    category: int | None = None  # 0 simple, 1 moderate, 2 complex
+    alpha: float | None = None  # DSAF branch weights: global, local, depth-prior
+    beta: float | None = None
+    gamma: float | None = None
+    omega: np.ndarray | None = None  # (3,) modality weights in MODALITIES order
+    num_targets: int | None = None  # detections that entered the scene estimate
     present: tuple[str, ...] = ()  # modalities the model received
     completed: tuple[str, ...] = ()  # modalities the completion network predicted
     latency_ms: float | None = None
+    received_ns: int | None = None  # wall time the mask was received (live runs)
+
+    @classmethod
+    def from_prediction(cls, stamp_ns: int, result: Any, latency_ms: float | None = None) -> FrameRecord:
+        """The record of one :class:`~damcseg_core.inference.PredictionResult`."""
+        return cls(
+            stamp_ns=stamp_ns, mask=result.mask, boxes=result.boxes, scores=result.scores,
+            labels=result.labels, S=float(result.S), D=float(result.D), O=float(result.O),
+            E=float(result.E), category=int(result.category), alpha=float(result.alpha),
+            beta=float(result.beta), gamma=float(result.gamma),
+            omega=np.asarray(result.omega, np.float32), num_targets=len(result.scores),
+            present=tuple(result.present), completed=tuple(result.completed), latency_ms=latency_ms,
+        )  # fmt: skip
+
+    @property
+    def has_scene(self) -> bool:
+        """The scene quantities of the frame are known."""
+        return self.S is not None
 
 
 def sensor_state(record: FrameRecord) -> str:
@@ -60,82 +91,6 @@ def sensor_state(record: FrameRecord) -> str:
     if record.completed:
         return " + ".join(record.completed) + " completed"
     return "all sensors" if set(record.present) == set(MODALITIES) else "+".join(record.present) + " only"
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading the node's outputs
-# ---------------------------------------------------------------------------------------------
-
-
-def _stamp(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
-def _mask_from_image(msg: Any) -> np.ndarray:
-    if msg.encoding != "mono8":
-        raise ValueError(f"segmentation output must be mono8, got {msg.encoding!r}")
-    rows = np.asarray(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)
-    return rows[:, : msg.width].copy()
-
-
-def _detections(msg: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    boxes, scores, labels = [], [], []
-    for det in msg.detections:
-        if not det.results:
-            continue
-        hyp = det.results[0].hypothesis
-        cid = hyp.class_id
-        label = _NAME_TO_ID.get(cid, int(cid) if cid.isdigit() else IGNORE_INDEX)
-        cx, cy = det.bbox.center.position.x, det.bbox.center.position.y
-        w, h = det.bbox.size_x, det.bbox.size_y
-        boxes.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
-        scores.append(hyp.score)
-        labels.append(label)
-    return (
-        np.asarray(boxes, np.float32).reshape(-1, 4),
-        np.asarray(scores, np.float32),
-        np.asarray(labels, np.int64),
-    )
-
-
-def _scene(msg: Any) -> tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]:
-    scene = {
-        "S": msg.score, "D": msg.target_density, "O": msg.occlusion, "E": msg.edge_density,
-        "category": int(msg.category), "num_targets": int(msg.num_targets),
-        "alpha": msg.global_weight, "beta": msg.local_weight, "gamma": msg.post_weight,
-        **{f"w_{m}": getattr(msg, f"{m}_weight") for m in MODALITIES},
-    }  # fmt: skip
-    present = tuple(m for m in MODALITIES if getattr(msg, f"{m}_present"))
-    completed = tuple(m for m in MODALITIES if getattr(msg, f"{m}_completed"))
-    return scene, present, completed
-
-
-def read_node_outputs(output_bag: str | Path, node_name: str = "damcseg") -> dict[int, FrameRecord]:
-    """Group the recorded outputs of the node by the stamp of the frame they describe.
-
-    Returns:
-        stamp -> record; ``latency_ms`` holds the receive wall time (ns) of the mask until
-        :func:`evaluate_drive` turns it into a latency.
-    """
-    ns = f"/{node_name.strip('/')}"
-    records: dict[int, FrameRecord] = {}
-    with AnyReader([Path(output_bag)]) as reader:  # types come from the bag's own definitions
-        for conn, timestamp, raw in reader.messages():
-            if not conn.topic.startswith(ns + "/"):
-                continue
-            name = conn.topic[len(ns) + 1 :]
-            if name not in ("segmentation", "detections", "scene_complexity"):
-                continue
-            msg = reader.deserialize(raw, conn.msgtype)
-            rec = records.setdefault(_stamp(msg.header), FrameRecord(stamp_ns=_stamp(msg.header)))
-            if name == "segmentation":
-                rec.mask = _mask_from_image(msg)
-                rec.latency_ms = float(timestamp)  # receive wall time for now
-            elif name == "detections":
-                rec.boxes, rec.scores, rec.labels = _detections(msg)
-            else:
-                rec.scene, rec.present, rec.completed = _scene(msg)
-    return records
 
 
 def _publish_times(publish_log: str | Path, topic: str) -> dict[int, int]:
@@ -168,7 +123,7 @@ def _timeline_html(frames: list[dict[str, Any]]) -> str:
     from matplotlib.figure import Figure
 
     t0 = frames[0]["stamp_ns"]
-    done = [f for f in frames if f["record"] is not None and f["record"].scene]
+    done = [f for f in frames if f["record"] is not None and f["record"].has_scene]
     t = np.array([(f["stamp_ns"] - t0) / 1e9 for f in done])
     fig = Figure(figsize=(11.0, 10.0))
     axes = fig.subplots(5, 1, sharex=True)
@@ -186,7 +141,7 @@ def _timeline_html(frames: list[dict[str, Any]]) -> str:
     for a, b, cond in spans:
         axes[0].text((a + b) / 2, 0.97, cond, ha="center", va="top", fontsize=8)
     if len(done):
-        get = lambda key: np.array([f["record"].scene[key] for f in done])  # noqa: E731
+        get = lambda key: np.array([getattr(f["record"], key) for f in done])  # noqa: E731
         axes[0].plot(t, get("S"), color="#222", lw=1.2, label="S")
         for key, c in (("D", "#1b9e77"), ("O", "#d95f02"), ("E", "#7570b3")):
             axes[0].plot(t, get(key), color=c, lw=0.7, alpha=0.8, label=key)
@@ -203,8 +158,9 @@ def _timeline_html(frames: list[dict[str, Any]]) -> str:
             axes[1].plot(t, get(key), color=c, lw=1.0, label=label)
         axes[1].set_ylabel("branch weight")
         axes[1].legend(loc="upper right", fontsize=7, ncol=3)
-        for m, c in zip(MODALITIES, ("#c0392b", "#2c3e50", "#e67e22")):
-            axes[2].plot(t, get(f"w_{m}"), color=c, lw=1.0, label=f"ω {m}")
+        omega = np.stack([f["record"].omega for f in done])
+        for i, (m, c) in enumerate(zip(MODALITIES, ("#c0392b", "#2c3e50", "#e67e22"))):
+            axes[2].plot(t, omega[:, i], color=c, lw=1.0, label=f"ω {m}")
         axes[2].set_ylim(0, 1)
         axes[2].set_ylabel("modality weight")
         axes[2].legend(loc="upper right", fontsize=7, ncol=3)
@@ -214,7 +170,7 @@ def _timeline_html(frames: list[dict[str, Any]]) -> str:
         state = []
         for f in frames:
             rec = f["record"]
-            if rec is None or not rec.scene:
+            if rec is None or not rec.has_scene:
                 state.append("#bbbbbb")  # frame not processed (dropped)
             elif m in rec.completed:
                 state.append("#f39c12")
@@ -264,13 +220,14 @@ def write_drive_report(
     topics: BagTopics = DEFAULT_TOPICS,
 ) -> list[str]:
     """Match ``records`` to the ground truth of ``input_bag``; write ``drive_metrics.json`` and
-    ``report.html`` into ``out_dir``; return a 5-line summary."""
+    ``report.html`` into ``out_dir``; return a 6-line summary."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     suite = MetricSuite()
     per_state: dict[str, SegmentationIoU] = {}
     frames: list[dict[str, Any]] = []
     examples_at = _pick_examples(records)
+    gt_objects: list[int] = []  # ground-truth objects of every processed frame
     t0: int | None = None
     examples = []
     for sample in read_bag_samples(input_bag, topics):
@@ -278,11 +235,14 @@ def write_drive_report(
         t0 = stamp if t0 is None else t0
         rec = records.get(stamp)
         frames.append({"stamp_ns": stamp, "condition": sample["condition"], "record": rec})
+        if rec is not None and rec.mask is not None:
+            gt_objects.append(len(sample.get("labels", ())))
         if rec is None or rec.mask is None or not sample["meta"].get("has_labels", True):
             continue
+        # MetricSuite's input names (its ``scene_score`` is S).
         pred = SimpleNamespace(
             mask=rec.mask, boxes=rec.boxes, scores=rec.scores, labels=rec.labels,
-            category=rec.scene.get("category"), scene_score=rec.scene.get("S"),
+            category=rec.category, scene_score=rec.S,
         )  # fmt: skip
         suite.update(sample, pred)
         state = sensor_state(rec)
@@ -296,7 +256,7 @@ def write_drive_report(
             examples.append({
                 "rgb": rgb, "prediction": rec.mask, "ground_truth": np.asarray(sample["semantic"]),
                 "protocol": state, "condition": sample["condition"],
-                "title": f"t = {t_s:.1f} s, S = {rec.scene.get('S', float('nan')):.2f}",
+                "title": f"t = {t_s:.1f} s, S = {float('nan') if rec.S is None else rec.S:.2f}",
             })  # fmt: skip
 
     if not frames:
@@ -308,7 +268,11 @@ def write_drive_report(
     state_counts: dict[str, int] = {}
     for f in processed:
         state_counts[sensor_state(f["record"])] = state_counts.get(sensor_state(f["record"]), 0) + 1
-    categories = [f["record"].scene.get("category") for f in processed if f["record"].scene]
+    categories = [f["record"].category for f in processed if f["record"].has_scene]
+    boxes = {
+        "published": float(np.mean([len(f["record"].scores) for f in processed])) if processed else None,
+        "ground_truth_objects": float(np.mean(gt_objects)) if gt_objects else None,
+    }
     result = {
         "title": title,
         "model": model_label,
@@ -319,6 +283,7 @@ def write_drive_report(
         "latency": lat,
         "sensor_states": state_counts,
         "per_state_miou": {k: v.compute()["miou"] for k, v in per_state.items()},
+        "boxes_per_frame": boxes,
         "scene_categories": {
             name: categories.count(i) for i, name in enumerate(("simple", "moderate", "complex"))
         },
@@ -342,6 +307,12 @@ def write_drive_report(
         ),
         "sensor states: " + ", ".join(f"{k} {v}" for k, v in sorted(state_counts.items())),
         "scene categories: " + ", ".join(f"{k} {v}" for k, v in result["scene_categories"].items()),
+        (
+            f"boxes per frame: {boxes['published']:.1f} published vs "
+            f"{boxes['ground_truth_objects']:.1f} ground-truth objects"
+            if processed and gt_objects
+            else "boxes per frame: n/a"
+        ),
     ]
     state_rows = {
         k: {"num_images": state_counts.get(k, 0), "miou": v} for k, v in result["per_state_miou"].items()
@@ -373,21 +344,22 @@ def write_drive_report(
 
 def evaluate_drive(
     input_bag: str | Path,
-    output_bag: str | Path,
+    records: dict[int, FrameRecord],
     publish_log: str | Path,
     out_dir: str | Path,
-    node_name: str = "damcseg",
     model_label: str = "",
     topics: BagTopics = DEFAULT_TOPICS,
 ) -> list[str]:
-    """Evaluate a live run: the node's recorded outputs against the input bag's ground truth."""
-    records = read_node_outputs(output_bag, node_name)
+    """Evaluate a live run: the node's outputs (as records) against the input bag's ground truth.
+
+    Args:
+        records: stamp -> record with ``received_ns`` set (``damcseg_ros.record_decoding``).
+        publish_log: the replay's CSV of publish wall times; latency = received - published.
+    """
     published = _publish_times(publish_log, topics.rgb)
     for stamp, rec in records.items():
-        received = rec.latency_ms
-        rec.latency_ms = None
-        if received is not None and stamp in published:
-            rec.latency_ms = (received - published[stamp]) / 1e6
+        if rec.received_ns is not None and stamp in published:
+            rec.latency_ms = (rec.received_ns - published[stamp]) / 1e6
     return write_drive_report(
         input_bag, records, out_dir, "DAMCSeg demo drive (live ROS 2 replay)", model_label,
         "replay publish -> mask received", topics,
@@ -408,16 +380,7 @@ def evaluate_bag_offline(
     for sample in read_bag_samples(bag, topics):
         res = predictor.predict(sample_to_inputs(sample))
         stamp = sample["meta"]["stamp_ns"]
-        records[stamp] = FrameRecord(
-            stamp_ns=stamp, mask=res.mask, boxes=res.boxes, scores=res.scores, labels=res.labels,
-            scene={
-                "S": res.scene_score, "D": res.target_density, "O": res.occlusion, "E": res.edge_density,
-                "category": int(res.category), "alpha": float(res.branch_weights[0]),
-                "beta": float(res.branch_weights[1]), "gamma": float(res.branch_weights[2]),
-                **{f"w_{m}": float(w) for m, w in zip(MODALITIES, res.modality_weights)},
-            },
-            present=tuple(res.present), completed=tuple(res.completed), latency_ms=float(res.inference_ms),
-        )  # fmt: skip
+        records[stamp] = FrameRecord.from_prediction(stamp, res, latency_ms=float(res.inference_ms))
     return write_drive_report(
         bag,
         records,

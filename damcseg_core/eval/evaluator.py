@@ -85,7 +85,7 @@ class Evaluator:
     """Evaluate a Predictor under a list of robustness protocols.
 
     Args:
-        predictor: a :class:`damcseg_core.predictor.Predictor` (anything with ``predict`` and
+        predictor: a :class:`damcseg_core.inference.Predictor` (anything with ``predict`` and
             ``model``).
         protocols: protocol names (see :mod:`damcseg_core.eval.protocols`) or built protocols.
         metric_config: metric settings; ``None`` uses the defaults.

@@ -16,7 +16,8 @@ What goes into the graphs and what stays in the shared post-processing
   as a 0/1 mask on every branch's contribution, which gives the same sum.
 
 Every file carries a JSON blob under the ``metadata_props`` key ``damcseg`` (variant, model
-config, modality subset, glue parameters), so the folder is self-contained.
+config, modality subset, glue parameters, class names and palette), so the folder is
+self-contained.
 """
 
 from __future__ import annotations
@@ -140,9 +141,11 @@ def _glue_state(model: nn.Module) -> dict[str, dict[str, list]]:
 
 
 def _metadata(model: nn.Module, name: str | None, size: tuple[int, int], **extra) -> dict:
+    from damcseg_core.checkpoint import class_info
     from damcseg_core.models.encoders import FEATURE_STRIDE
 
     lp = model.local_path
+    class_names, palette = class_info(model)
     return {
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_FORMAT_VERSION,
@@ -154,6 +157,8 @@ def _metadata(model: nn.Module, name: str | None, size: tuple[int, int], **extra
         "roi_out_size": lp.out_size,
         "feature_stride": FEATURE_STRIDE,
         "glue_state": _glue_state(model),
+        "class_names": class_names,
+        "palette": palette,
         "torch_version": torch.__version__,
         **extra,
     }

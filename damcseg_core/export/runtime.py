@@ -1,7 +1,7 @@
 """onnxruntime backend: run an exported DAMCSeg folder like the PyTorch model.
 
 :class:`OnnxRuntimeModel` duck-types :class:`~damcseg_core.models.DAMCSeg` for the
-:class:`~damcseg_core.predictor.Predictor` (``.config``, ``.eval()``, ``.to()``, ``__call__``
+:class:`~damcseg_core.inference.Predictor` (``.config``, ``.eval()``, ``.to()``, ``__call__``
 returning :class:`~damcseg_core.models.outputs.DamcsegOutput`). The dense graph of the frame's
 modality subset and the local graph run in onnxruntime; the data-dependent rest is the very
 same :func:`damcseg_core.models.damcseg.refine` the PyTorch model calls.
@@ -234,6 +234,12 @@ class OnnxRuntimeModel:
         self._local = session(local_file)
         self._local_meta = metas[local_file]
         self._parts = _GlueParts(cfg, first["backbone_channels"], first["glue_state"])
+        # Exports older than class names in the metadata get the Cityscapes ones (class_info).
+        from damcseg_core.checkpoint import class_info
+
+        names, palette = class_info(first)
+        self.class_names: tuple[str, ...] = tuple(names)
+        self.palette: list[list[int]] | None = palette or None
         self.path = path
 
     # ------------------------------------------------------------------ nn.Module look-alike
@@ -257,6 +263,11 @@ class OnnxRuntimeModel:
     @property
     def training(self) -> bool:
         return False
+
+    @property
+    def det_head(self):
+        """The detection head whose post-processing (``cfg``) runs on the graph's raw outputs."""
+        return self._parts.det_head
 
     # ------------------------------------------------------------------ inference
     def _run_local(

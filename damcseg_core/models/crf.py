@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CRFConfig", "MeanFieldCRF"]
+__all__ = ["CRFConfig", "MeanFieldCRF", "bilinear_taps"]
 
 
 @dataclasses.dataclass
@@ -73,6 +73,21 @@ class CRFConfig:
             )
         if self.scale < 1:
             raise ValueError(f"scale must be >= 1, got {self.scale}")
+
+
+def bilinear_taps(
+    n_in: int, n_out: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source indices ``i0, i1`` and weight ``lam`` of ``i1`` per output index along one axis.
+
+    The taps of ``F.interpolate(mode="bilinear", align_corners=False)``: output ``j`` reads
+    ``(1 - lam) * x[i0] + lam * x[i1]``, replicated at the borders. Shared by the CRF's joint
+    upsampling and the Predictor's arg-max kernel (``damcseg_core.inference.kernels``).
+    """
+    src = ((torch.arange(n_out, device=device, dtype=dtype) + 0.5) * (n_in / n_out) - 0.5).clamp(0, n_in - 1)
+    i0 = src.floor().long()
+    i1 = (i0 + 1).clamp_max(n_in - 1)
+    return i0, i1, src - i0.to(dtype)
 
 
 def _inv_softplus(x: float) -> float:
@@ -270,13 +285,8 @@ class MeanFieldCRF(nn.Module):
         appearance similarity between the output pixel's guide colour and the source's, so a
         message is not carried across a guide edge; 1e-4 keeps plain bilinear where both differ.
         """
-        n_in, n_out = x.shape[dim], guide_high.shape[dim]
-        src = ((torch.arange(n_out, device=x.device, dtype=x.dtype) + 0.5) * (n_in / n_out) - 0.5).clamp(
-            0, n_in - 1
-        )
-        i0 = src.floor().long()
-        i1 = (i0 + 1).clamp_max(n_in - 1)
-        t = src - i0.to(x.dtype)
+        n_out = guide_high.shape[dim]
+        i0, i1, t = bilinear_taps(x.shape[dim], n_out, x.device, x.dtype)
         shape = [1, 1, 1, 1]
         shape[dim] = n_out
         t = t.reshape(shape)

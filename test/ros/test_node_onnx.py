@@ -15,8 +15,8 @@ from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from damcseg_core.export import export_onnx  # noqa: E402
+from damcseg_core.inference import Predictor  # noqa: E402
 from damcseg_core.models import build_model  # noqa: E402
-from damcseg_core.predictor import Predictor  # noqa: E402
 from damcseg_ros import conversions, params  # noqa: E402
 
 pytestmark = pytest.mark.ros

@@ -13,7 +13,7 @@ from damcseg_core import MODALITIES
 from damcseg_core.cli.bag_eval import main as bag_eval_main
 from damcseg_core.data.demo_drive import DEPTH_GLITCH, demo_drive_frames, demo_dropouts
 from damcseg_core.data.rosbag_io import read_bag_samples, write_drive_bag
-from damcseg_core.eval.drive_report import evaluate_bag_offline
+from damcseg_core.eval.drive_report import FrameRecord, evaluate_bag_offline, sensor_state
 
 SECONDS, FPS, SIZE = 4.0, 5.0, (64, 128)
 
@@ -41,8 +41,8 @@ class _OraclePredictor:
         return SimpleNamespace(
             mask=np.asarray(sample["semantic"]).astype(np.uint8), boxes=np.asarray(sample["boxes"]),
             scores=np.ones(len(sample["labels"]), np.float32), labels=np.asarray(sample["labels"]),
-            scene_score=0.5, target_density=0.4, occlusion=0.2, edge_density=0.8, category=1,
-            branch_weights=np.array([0.5, 0.3, 0.2]), modality_weights=np.array([0.7, 0.5, 0.6]),
+            S=0.5, D=0.4, O=0.2, E=0.8, category=1, alpha=0.5, beta=0.3, gamma=0.2,
+            omega=np.array([0.7, 0.5, 0.6]),
             present=present, completed=tuple(m for m in MODALITIES if m not in present), inference_ms=12.0,
         )  # fmt: skip
 
@@ -81,6 +81,40 @@ def test_offline_report_scores_an_oracle_perfectly(drive_bag: Path, tmp_path: Pa
     assert summary[1].startswith("mIoU 100.0% overall")
     html = (tmp_path / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3  # timelines, latency histogram, examples
+
+
+def test_report_counts_boxes_per_frame_against_ground_truth_objects(drive_bag: Path, tmp_path: Path):
+    summary = evaluate_bag_offline(drive_bag, _OraclePredictor(drive_bag), tmp_path, "oracle")
+    metrics = json.loads((tmp_path / "drive_metrics.json").read_text())
+    objects = float(np.mean([len(s["labels"]) for s in read_bag_samples(drive_bag)]))
+    # The oracle publishes exactly the ground-truth boxes.
+    assert metrics["boxes_per_frame"] == {
+        "published": pytest.approx(objects),
+        "ground_truth_objects": objects,
+    }
+    assert summary[-1] == f"boxes per frame: {objects:.1f} published vs {objects:.1f} ground-truth objects"
+
+
+def test_records_keep_the_prediction_names():
+    res = SimpleNamespace(
+        mask=np.zeros((2, 2), np.uint8), boxes=np.zeros((1, 4), np.float32), scores=np.ones(1, np.float32),
+        labels=np.array([13]), S=0.5, D=0.4, O=0.2, E=0.8, category=1, alpha=0.5, beta=0.3, gamma=0.2,
+        omega=np.array([0.7, 0.5, 0.6]), present=("rgb",), completed=("depth", "thermal"),
+    )  # fmt: skip
+    rec = FrameRecord.from_prediction(7, res, latency_ms=3.0)
+    got = {k: getattr(rec, k) for k in ("S", "D", "O", "E", "category", "alpha", "beta", "gamma")}
+    assert got == {
+        "S": 0.5,
+        "D": 0.4,
+        "O": 0.2,
+        "E": 0.8,
+        "category": 1,
+        "alpha": 0.5,
+        "beta": 0.3,
+        "gamma": 0.2,
+    }
+    assert rec.omega.tolist() == pytest.approx([0.7, 0.5, 0.6]) and rec.num_targets == 1
+    assert sensor_state(rec) == "depth + thermal completed" and rec.has_scene
 
 
 def test_bag_eval_cli_runs_the_predictor_and_reports(drive_bag: Path, tmp_path: Path, capsys):

@@ -11,7 +11,7 @@ import torch
 
 from damcseg_core.eval.evaluator import Evaluator, sample_to_inputs, to_jsonable
 from damcseg_core.eval.report import write_report
-from damcseg_core.predictor import Predictor
+from damcseg_core.inference import Predictor
 
 H, W = 48, 64
 

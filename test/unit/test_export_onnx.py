@@ -33,8 +33,8 @@ from damcseg_core.export.parity import (
     compare_outputs,
     synthetic_inputs,
 )
+from damcseg_core.inference import Predictor
 from damcseg_core.models import build_model
-from damcseg_core.predictor import Predictor
 
 SIZE = (128, 256)
 EDGE_CHECKPOINT = "damcseg_core/weights/damcseg_edge.pt"
@@ -125,7 +125,7 @@ def test_predictor_on_onnxruntime_matches_torch(tiny, exported, frame_hw) -> Non
     assert (ref.mask == got.mask).mean() >= MASK_AGREEMENT_MIN
     assert len(ref.boxes) == len(got.boxes)
     np.testing.assert_allclose(got.boxes, ref.boxes, atol=BOX_TOLERANCE_PX)
-    assert abs(ref.scene_score - got.scene_score) <= SCENE_TOLERANCE
+    assert abs(ref.S - got.S) <= SCENE_TOLERANCE
 
 
 def test_parity_shipped_edge_checkpoint_all_modalities(tmp_path) -> None:

@@ -74,6 +74,6 @@ def test_public_entry_points_are_lazy_and_resolve():
     assert out.returncode == 0, out.stderr
     assert (
         out.stdout.splitlines()[0]
-        == "damcseg_core.predictor damcseg_core.models.registry damcseg_core.checkpoint"
+        == "damcseg_core.inference.predictor damcseg_core.models.registry damcseg_core.checkpoint"
     )
     assert "ERR module 'damcseg_core' has no attribute 'nonexistent'" in out.stdout

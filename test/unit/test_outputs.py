@@ -25,17 +25,15 @@ class Result:
     boxes: np.ndarray
     scores: np.ndarray
     labels: np.ndarray
-    scene_score: float = 0.55
-    target_density: float = 0.25
-    occlusion: float = 0.5
-    edge_density: float = 0.75
+    S: float = 0.55
+    D: float = 0.25
+    O: float = 0.5  # noqa: E741
+    E: float = 0.75
     category: int = 1
-    branch_weights: np.ndarray = dataclasses.field(
-        default_factory=lambda: np.array([0.5, 0.3, 0.2], np.float32)
-    )
-    modality_weights: np.ndarray = dataclasses.field(
-        default_factory=lambda: np.array([0.6, 0.1, 0.3], np.float32)
-    )
+    alpha: float = 0.5
+    beta: float = 0.3
+    gamma: float = 0.2
+    omega: np.ndarray = dataclasses.field(default_factory=lambda: np.array([0.6, 0.1, 0.3], np.float32))
     present: tuple[str, ...] = ("rgb", "depth")
     completed: tuple[str, ...] = ("thermal",)
     inference_ms: float = 12.0
@@ -89,6 +87,13 @@ def test_overlay_without_rgb_is_plain_palette():
     np.testing.assert_array_equal(out[0], [CITYSCAPES_PALETTE[0], [0, 0, 0]])
     msg = outputs.color_image(mask, None, 0.5, HEADER)
     assert (msg.encoding, msg.step) == ("rgb8", 6)
+
+
+def test_overlay_uses_the_model_palette_and_its_class_count():
+    palette = np.array([[10, 20, 30], [40, 50, 60]], np.uint8)  # a two-class model
+    mask = np.array([[0, 1, 2]], np.uint8)
+    out = outputs.overlay(mask, np.full((1, 3, 3), 100, np.uint8), 1.0, palette)
+    np.testing.assert_array_equal(out[0], [[10, 20, 30], [40, 50, 60], [100, 100, 100]])
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import damcseg_core.models.encoders as encoders
+from damcseg_core.inference import Predictor, fold_batchnorm, optimize_for_inference, upsampled_argmax
 from damcseg_core.models import build_model
-from damcseg_core.predictor import Predictor, fold_batchnorm, optimize_for_inference, upsampled_argmax
 
 
 def _smooth_logits(k: int, h: int, w: int, seed: int) -> torch.Tensor:

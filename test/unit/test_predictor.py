@@ -9,9 +9,9 @@ from torch import nn
 
 from damcseg_core.checkpoint import save_checkpoint
 from damcseg_core.data.classes import CITYSCAPES_CLASSES, DETECTION_TRAIN_IDS
+from damcseg_core.inference import PredictionResult, Predictor
 from damcseg_core.models import DamcsegOutput, build_model, get_config
 from damcseg_core.models.scene_complexity import SceneComplexity
-from damcseg_core.predictor import PredictionResult, Predictor
 
 RNG = np.random.default_rng(0)
 
@@ -63,8 +63,8 @@ def test_round_trip_odd_sizes(predictor, inputs, expected_completed):
     assert set(res.labels.tolist()) <= set(DETECTION_TRAIN_IDS)
     assert res.present == tuple(m for m in ("rgb", "depth", "thermal") if m in inputs)
     assert res.completed == expected_completed
-    assert res.branch_weights.shape == (3,) and res.modality_weights.shape == (3,)
-    assert res.category in (0, 1, 2) and np.isfinite(res.scene_score)
+    assert np.isfinite([res.alpha, res.beta, res.gamma]).all() and res.omega.shape == (3,)
+    assert res.category in (0, 1, 2) and np.isfinite(res.S)
     assert res.inference_ms > 0 and res.class_names == CITYSCAPES_CLASSES
 
 
@@ -109,8 +109,8 @@ def test_resize_pad_and_map_back_exactly():
     assert model.seen["rgb"].shape == (1, 3, 64, 128)
     np.testing.assert_allclose(res.boxes, [[0, 0, 100, 50], [156.25, 31.25, 200, 100]], rtol=1e-6)
     assert res.mask[:, :99].max() == 1 and res.mask[:, 101:].min() == 2
-    assert (res.scene_score, res.category) == (0.5, 1)
-    assert res.modality_weights.tolist() == pytest.approx([0.4, 0.5, 0.6])
+    assert (res.S, res.category) == (0.5, 1)
+    assert res.omega.tolist() == pytest.approx([0.4, 0.5, 0.6])
 
 
 def test_padding_is_cropped_before_unresizing():
@@ -183,7 +183,7 @@ def test_checkpoint_round_trip(tmp_path):
     b = p.predict(frame)
     assert p.config == model.config
     np.testing.assert_array_equal(a.mask, b.mask)
-    assert b.modality_weights.tolist() == pytest.approx(a.modality_weights.tolist())
+    assert b.omega.tolist() == pytest.approx(a.omega.tolist())
 
 
 def test_checkpoint_missing_file(tmp_path):
