@@ -2,11 +2,13 @@
 
 Example:
     damcseg-make-synthetic --out data/synth --frames 200 --size 256x512 --conditions day,night,fog
+    damcseg-make-synthetic --out data/real --frames 200 --depth mix --lidar-fraction 0.5 --thermal realistic
 
 By default every frame is an independent scene (conditions and crowd densities drawn per
 frame, as :class:`damcseg_core.data.synthetic.SyntheticDataset`). With ``--drive`` the frames
 are one temporally coherent drive whose condition changes at even intervals through the listed
-conditions. The layout is documented in :mod:`damcseg_core.data.synthetic.folder`; read it back
+conditions. ``--depth`` (ideal, lidar, stereo, mix) and ``--thermal`` (ideal, realistic) pick the
+sensor models of :mod:`damcseg_core.data.synthetic.sensors` (default ideal). The layout is documented in :mod:`damcseg_core.data.synthetic.folder`; read it back
 with ``SyntheticFolderDataset(DIR)`` or the dataset spec ``synthetic-folder:DIR``.
 """
 
@@ -22,6 +24,8 @@ import cv2
 from damcseg_core.config import ConfigError
 from damcseg_core.data.synthetic import (
     CONDITIONS,
+    DEPTH_MODELS,
+    THERMAL_MODELS,
     SyntheticDataset,
     SyntheticDrive,
     SyntheticFrame,
@@ -81,6 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crowd", type=_crowd, default=(0.0, 1.0), help="density range LO,HI in [0, 1]")
     p.add_argument("--drive", action="store_true", help="one coherent drive instead of independent scenes")
     p.add_argument("--fps", type=float, default=10.0, help="frame rate of --drive (default 10)")
+    p.add_argument(
+        "--depth", choices=DEPTH_MODELS, default="ideal", help="depth sensor model (default ideal)"
+    )
+    p.add_argument(
+        "--thermal", choices=THERMAL_MODELS, default="ideal", help="thermal camera model (default ideal)"
+    )
+    p.add_argument(
+        "--lidar-fraction",
+        type=float,
+        default=0.5,
+        help="--depth mix: share of lidar frames, 0..1 (default 0.5)",
+    )
     p.add_argument("--preview", type=Path, default=None, help="preview PNG (default OUT/preview.png)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -92,11 +108,15 @@ def _frames(args: argparse.Namespace) -> Iterator[SyntheticFrame]:
         schedule = [(k * step, c) for k, c in enumerate(args.conditions)]
         cfg = SyntheticWorldConfig(
             size=args.size, seed=args.seed, conditions=tuple(args.conditions[:1]), condition_schedule=schedule,
-            crowd=args.crowd, fps=args.fps,
+            crowd=args.crowd, fps=args.fps, depth_model=args.depth, thermal_model=args.thermal,
+            lidar_fraction=args.lidar_fraction,
         )  # fmt: skip
         yield from SyntheticDrive(cfg).frames(args.frames)
     else:
-        ds = SyntheticDataset(args.frames, args.seed, args.size, args.conditions, args.crowd)
+        ds = SyntheticDataset(
+            args.frames, args.seed, args.size, args.conditions, args.crowd,
+            depth=args.depth, thermal=args.thermal, lidar_fraction=args.lidar_fraction,
+        )  # fmt: skip
         for i in range(len(ds)):
             yield ds.frame(i)
 
@@ -114,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
                 "drive": args.drive,
                 "camera_height_m": 1.5,
                 "hfov_deg": 90.0,
+                "depth": args.depth,
+                "thermal_model": args.thermal,
+                "lidar_fraction": args.lidar_fraction,
             },
             progress=not args.no_progress,
             total=args.frames,

@@ -33,8 +33,19 @@ THERMAL_DROPOUT = (0.55, 0.70)  # thermal camera sends nothing (night)
 DEPTH_GLITCH = (0.35, 0.38)  # depth frames arrive but every pixel is invalid (dusk)
 
 
-def demo_drive_config(seconds: float, fps: float, size: tuple[int, int], seed: int) -> SyntheticWorldConfig:
-    """World config of the scripted drive: the condition and crowd schedules scaled to its length."""
+def demo_drive_config(
+    seconds: float,
+    fps: float,
+    size: tuple[int, int],
+    seed: int,
+    depth_model: str = "ideal",
+    thermal_model: str = "ideal",
+) -> SyntheticWorldConfig:
+    """World config of the scripted drive: the condition and crowd schedules scaled to its length.
+
+    ``depth_model`` (ideal | lidar | stereo | mix) and ``thermal_model`` (ideal | realistic) pick
+    the sensor models of :mod:`damcseg_core.data.synthetic.sensors`.
+    """
     if seconds <= 0 or fps <= 0:
         raise ValueError(f"seconds and fps must be positive, got {seconds} and {fps}")
     n = max(1, round(seconds * fps))
@@ -45,6 +56,8 @@ def demo_drive_config(seconds: float, fps: float, size: tuple[int, int], seed: i
         conditions=("day",),
         condition_schedule=[(round(f * n), c) for c, f in CONDITION_PHASES],
         crowd_schedule=[(round(f * n), d) for f, d in CROWD_PHASES],
+        depth_model=depth_model,
+        thermal_model=thermal_model,
     )
 
 
@@ -54,10 +67,15 @@ def demo_dropouts(seconds: float) -> dict[str, list[tuple[float, float]]]:
 
 
 def demo_drive_frames(
-    seconds: float, fps: float, size: tuple[int, int], seed: int
+    seconds: float,
+    fps: float,
+    size: tuple[int, int],
+    seed: int,
+    depth_model: str = "ideal",
+    thermal_model: str = "ideal",
 ) -> Iterator[SyntheticFrame]:
-    """Frames of the scripted drive, with the depth glitch applied."""
-    cfg = demo_drive_config(seconds, fps, size, seed)
+    """Frames of the scripted drive (sensor models as :func:`demo_drive_config`), depth glitch applied."""
+    cfg = demo_drive_config(seconds, fps, size, seed, depth_model, thermal_model)
     drive = SyntheticDrive(cfg)
     n = max(1, round(seconds * fps))
     glitch = range(round(DEPTH_GLITCH[0] * n), round(DEPTH_GLITCH[1] * n))

@@ -4,6 +4,7 @@ A spec is ``kind:options`` where options are comma-separated ``key=value`` pairs
 take their root path as the first, bare option::
 
     synthetic:frames=200,size=256x512,seed=1,conditions=day+night
+    synthetic:frames=200,depth=mix,lidar_fraction=0.5,thermal=realistic   (sensor models, default ideal)
     synthetic-folder:/data/synth_run3
     cityscapes:/data/cityscapes,split=val,size=512x1024
     kitti360:/data/KITTI-360,split=val

@@ -4,6 +4,8 @@ A perspective pinhole camera 1.5 m above a four-lane city road drives along it; 
 gives RGB, depth, thermal, semantic and instance maps, boxes, visible and amodal masks and an
 exact occlusion ratio per object, under day, dusk, night or fog. Everything is a pure function
 of the seed, frames of a drive are temporally coherent, and rendering is vectorised numpy.
+The depth and thermal cameras are selectable sensor models (:mod:`.sensors`): ``ideal`` (exact,
+the default), ``lidar`` / ``stereo`` / ``mix`` depth and a ``realistic`` thermal camera.
 
 Main entry points:
     :class:`SyntheticDrive` (coherent sequences, condition and crowd schedules),
@@ -27,6 +29,13 @@ from damcseg_core.data.synthetic.folder import (
     write_synthetic_folder,
 )
 from damcseg_core.data.synthetic.render import CONDITION_MODELS
+from damcseg_core.data.synthetic.sensors import (
+    DEPTH_MODELS,
+    THERMAL_MODELS,
+    LidarModel,
+    StereoModel,
+    ThermalCameraModel,
+)
 from damcseg_core.data.synthetic.world import (
     CONDITIONS,
     SyntheticWorldConfig,
@@ -37,6 +46,10 @@ from damcseg_core.data.synthetic.world import (
 __all__ = [
     "CONDITIONS",
     "CONDITION_MODELS",
+    "DEPTH_MODELS",
+    "THERMAL_MODELS",
+    "LidarModel",
+    "StereoModel",
     "SyntheticConfig",
     "SyntheticDataset",
     "SyntheticDrive",
@@ -44,6 +57,7 @@ __all__ = [
     "SyntheticFolderDataset",
     "SyntheticFrame",
     "SyntheticWorldConfig",
+    "ThermalCameraModel",
     "camera_intrinsics",
     "frame_to_sample",
     "kelvin_counts",

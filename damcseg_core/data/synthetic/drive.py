@@ -14,6 +14,7 @@ from damcseg_core import MODALITIES
 from damcseg_core.config import ConfigError
 from damcseg_core.data.io_utils import make_sample, parse_size
 from damcseg_core.data.synthetic.render import StaticScene, render
+from damcseg_core.data.synthetic.sensors import check_sensor_models
 from damcseg_core.data.synthetic.world import (
     CONDITIONS,
     LEAD_IN_M,
@@ -42,7 +43,7 @@ class SyntheticFrame:
     """
 
     rgb: np.ndarray  # HxWx3 uint8, RGB order
-    depth: np.ndarray  # HxW float32 z-depth metres, 0 = invalid (sky, out of range, dropout)
+    depth: np.ndarray  # HxW float32 z-depth metres, 0 = invalid (sky, out of range, dropout, no return)
     thermal: np.ndarray  # HxW uint16 radiometric counts = 100 * kelvin
     semantic: np.ndarray  # HxW uint8 Cityscapes train ids, 255 = ignore (ego bonnet)
     instance: np.ndarray  # HxW int32, 0 = none, k = object row k-1 (visible pixels)
@@ -58,6 +59,8 @@ class SyntheticFrame:
     intrinsics: np.ndarray  # 3x3 float64 camera matrix
     crowd: float  # density of the segment the ego is in
     track_ids: np.ndarray  # [N] int64 object identities, stable over the frames of a drive
+    depth_model: str = "ideal"  # sensor model that made `depth`: ideal | lidar | stereo
+    thermal_model: str = "ideal"  # sensor model that made `thermal`: ideal | realistic
 
     @property
     def areas(self) -> np.ndarray:
@@ -157,6 +160,7 @@ class SyntheticDrive:
         if cond not in CONDITIONS:
             raise ValueError(f"condition must be one of {list(CONDITIONS)}, got {cond!r}")
         t = index / cfg.fps
+        depth_model = cfg.depth_model_at(index)
         out = render(
             self._static,
             self.primitives(index),
@@ -168,6 +172,11 @@ class SyntheticDrive:
             cfg.depth_dropout,
             cfg.fog_visibility,
             lit_seed=cfg.seed,
+            depth_model=depth_model,
+            thermal_model=cfg.thermal_model,
+            lidar=cfg.lidar,
+            stereo=cfg.stereo,
+            thermal_camera=cfg.thermal_camera,
         )
         return SyntheticFrame(
             rgb=out.rgb,
@@ -187,6 +196,8 @@ class SyntheticDrive:
             intrinsics=self.intrinsics.copy(),
             crowd=self.crowd_at_frame(index),
             track_ids=out.track_ids,
+            depth_model=depth_model,
+            thermal_model=cfg.thermal_model,
         )
 
     def frames(self, count: int, start: int = 0) -> Iterator[SyntheticFrame]:
@@ -234,6 +245,8 @@ def frame_to_sample(
             "frame": frame.frame_index,
             "stamp_ns": frame.stamp_ns,
             "crowd": frame.crowd,
+            "depth_model": frame.depth_model,
+            "thermal_model": frame.thermal_model,
         },
         size=size,
     )
@@ -241,7 +254,12 @@ def frame_to_sample(
 
 @dataclasses.dataclass
 class SyntheticConfig:
-    """Options of :class:`SyntheticDataset` (registry spec ``synthetic:frames=200,size=256x512``)."""
+    """Options of :class:`SyntheticDataset` (registry spec ``synthetic:frames=200,size=256x512``).
+
+    ``depth`` and ``thermal`` pick the sensor models of :mod:`.sensors`, e.g.
+    ``synthetic:frames=200,depth=mix,lidar_fraction=0.3,thermal=realistic``. The scenes do not
+    depend on them: sample ``i`` shows the same world whatever the sensors.
+    """
 
     frames: int = 200  # number of samples (independent scenes)
     size: tuple[int, int] = (256, 512)  # (H, W) of every sample
@@ -249,10 +267,14 @@ class SyntheticConfig:
     conditions: list[str] = dataclasses.field(default_factory=lambda: list(CONDITIONS))  # drawn uniformly
     crowd: tuple[float, float] = (0.0, 1.0)  # density range, drawn uniformly per sample
     modalities: list[str] = dataclasses.field(default_factory=lambda: list(MODALITIES))  # included modalities
+    depth: str = "ideal"  # depth sensor model: ideal | lidar | stereo | mix
+    thermal: str = "ideal"  # thermal camera model: ideal | realistic
+    lidar_fraction: float = 0.5  # depth=mix: probability that a sample's depth is lidar (else stereo)
 
     def __post_init__(self) -> None:
         if self.frames < 1:
             raise ConfigError(f"frames must be >= 1, got {self.frames}")
+        check_sensor_models(self.depth, self.thermal, self.lidar_fraction, where="synthetic dataset")
         bad = [c for c in self.conditions if c not in CONDITIONS]
         if not self.conditions or bad:
             raise ConfigError(
@@ -283,6 +305,9 @@ class SyntheticDataset(torch.utils.data.Dataset):
         conditions: Sequence[str] = CONDITIONS,
         crowd: tuple[float, float] = (0.0, 1.0),
         modalities: Sequence[str] = MODALITIES,
+        depth: str = "ideal",
+        thermal: str = "ideal",
+        lidar_fraction: float = 0.5,
     ) -> None:
         self.config = SyntheticConfig(
             frames=length,
@@ -291,12 +316,18 @@ class SyntheticDataset(torch.utils.data.Dataset):
             conditions=list(conditions),
             crowd=tuple(crowd),
             modalities=list(modalities),
+            depth=depth,
+            thermal=thermal,
+            lidar_fraction=lidar_fraction,
         )
 
     @classmethod
     def from_config(cls, cfg: SyntheticConfig) -> SyntheticDataset:
         """Build from a :class:`SyntheticConfig` (used by the dataset registry)."""
-        return cls(cfg.frames, cfg.seed, cfg.size, cfg.conditions, cfg.crowd, cfg.modalities)
+        return cls(
+            cfg.frames, cfg.seed, cfg.size, cfg.conditions, cfg.crowd, cfg.modalities,
+            depth=cfg.depth, thermal=cfg.thermal, lidar_fraction=cfg.lidar_fraction,
+        )  # fmt: skip
 
     def __len__(self) -> int:
         return self.config.frames
@@ -316,6 +347,9 @@ class SyntheticDataset(torch.utils.data.Dataset):
             conditions=(condition,),
             crowd=(crowd, crowd),
             ego_speed=float(rng.uniform(6.0, 14.0)),
+            depth_model=cfg.depth,
+            thermal_model=cfg.thermal,
+            lidar_fraction=cfg.lidar_fraction,
         )
         return SyntheticDrive(world), int(rng.integers(0, 600))
 

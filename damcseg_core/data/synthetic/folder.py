@@ -4,15 +4,21 @@ Layout written by :func:`write_synthetic_folder` (``damcseg-make-synthetic``)::
 
     DIR/meta.json                 {"format": "damcseg-synthetic/1", "size": [H, W], "intrinsics": 3x3,
                                    "frames": N, "conditions": [...], "depth_scale_m": 0.002,
-                                   "thermal": "counts = 100 * kelvin", "camera_height_m", "hfov_deg", "seed"}
+                                   "thermal": "counts = 100 * kelvin", "depth_models": [...],
+                                   "thermal_models": [...], "camera_height_m", "hfov_deg", "seed"}
     DIR/rgb/000000.png            8-bit RGB
     DIR/depth/000000.png          16-bit depth in units of depth_scale_m = 2 mm, 0 = invalid
-                                  (2 mm, not REP 118's 1 mm, so the 80 m sensor range fits 16 bits)
+                                  (2 mm, not REP 118's 1 mm, so the lidar's 120 m range fits 16 bits);
+                                  sparse for lidar frames (0 where no return)
     DIR/thermal/000000.png        16-bit radiometric counts (100 * kelvin)
     DIR/semantic/000000.png       8-bit Cityscapes train ids, 255 = ignore
     DIR/instance/000000.png       16-bit, 0 = none, k = object k-1 of the json
     DIR/objects/000000.json       {"boxes": [[x1,y1,x2,y2]...], "labels": [...], "occlusion": [...],
-                                   "areas": [...], "condition", "stamp_ns", "sequence", "frame", "crowd"}
+                                   "areas": [...], "condition", "stamp_ns", "sequence", "frame", "crowd",
+                                   "depth_model", "thermal_model"}
+
+Folders written before the sensor models existed lack the two model keys; their frames read back
+as ``ideal``.
 """
 
 from __future__ import annotations
@@ -44,7 +50,11 @@ __all__ = [
     "FORMAT",
     "SyntheticFolderConfig",
     "SyntheticFolderDataset",
+    "caption",
+    "depth_panel",
+    "label_panel",
     "preview_grid",
+    "thermal_panel",
     "write_frame",
     "write_synthetic_folder",
 ]
@@ -85,6 +95,8 @@ def write_frame(root: str | Path, index: int, frame: SyntheticFrame) -> None:
         "sequence": frame.sequence,
         "frame": int(frame.frame_index),
         "crowd": float(frame.crowd),
+        "depth_model": frame.depth_model,
+        "thermal_model": frame.thermal_model,
     }
     (root / "objects" / f"{name}.json").write_text(json.dumps(objects))
 
@@ -117,6 +129,7 @@ def write_synthetic_folder(
         frames = tqdm(frames, total=total, desc="synthetic frames", unit="frame")
     examples: dict[str, SyntheticFrame] = {}
     conditions: list[str] = []
+    models: dict[str, list[str]] = {"depth_models": [], "thermal_models": []}
     n = 0
     size = intrinsics = None
     for i, frame in enumerate(frames):
@@ -125,6 +138,9 @@ def write_synthetic_folder(
             examples[frame.condition] = frame
         if frame.condition not in conditions:
             conditions.append(frame.condition)
+        for key, value in (("depth_models", frame.depth_model), ("thermal_models", frame.thermal_model)):
+            if value not in models[key]:
+                models[key].append(value)
         size, intrinsics = list(frame.semantic.shape), frame.intrinsics.tolist()
         n = i + 1
     info = {
@@ -135,6 +151,7 @@ def write_synthetic_folder(
         "conditions": conditions,
         "depth_scale_m": DEPTH_SCALE_M,
         "thermal": "counts = 100 * kelvin (0.01 K per count)",
+        **models,
         **(meta or {}),
     }
     (root / "meta.json").write_text(json.dumps(info, indent=2))
@@ -221,32 +238,68 @@ class SyntheticFolderDataset(FrameListDataset):
                 "sequence": objects["sequence"],
                 "frame": objects["frame"],
                 "stamp_ns": objects["stamp_ns"],
+                "depth_model": objects.get("depth_model", "ideal"),
+                "thermal_model": objects.get("thermal_model", "ideal"),
                 "path": str(self.root / "rgb" / f"{name}.png"),
             },
             size=self.size,
         )
 
 
+def depth_panel(depth: np.ndarray, max_depth: float = 80.0, dilate: int = 1) -> np.ndarray:
+    """Depth as a turbo colour image (near = red, far = blue), black where invalid.
+
+    ``dilate > 1`` grows every valid pixel to a ``dilate x dilate`` square (nearest value wins),
+    so that sparse lidar returns stay visible when the picture is scaled down.
+    """
+    depth = np.nan_to_num(np.asarray(depth, np.float32), nan=0.0, posinf=0.0)
+    if dilate > 1:
+        inv = np.where(depth > 0, -depth, -np.inf).astype(np.float32)
+        grown = -cv2.dilate(inv, np.ones((dilate, dilate), np.uint8))
+        depth = np.where(depth > 0, depth, np.where(np.isfinite(grown), grown, 0.0)).astype(np.float32)
+    d = np.clip(depth / max_depth, 0, 1)
+    dcol = cv2.applyColorMap((255 - d * 255).astype(np.uint8), cv2.COLORMAP_TURBO)[:, :, ::-1].copy()
+    dcol[depth <= 0] = 0
+    return dcol
+
+
+def thermal_panel(thermal: np.ndarray, lo_c: float = -20.0, hi_c: float = 45.0) -> np.ndarray:
+    """Thermal counts (100 * kelvin) as an inferno colour image over ``lo_c .. hi_c`` Celsius."""
+    lo, hi = kelvin_counts(lo_c), kelvin_counts(hi_c)
+    t = np.clip((thermal.astype(np.float32) - lo) / (hi - lo), 0, 1)
+    return np.ascontiguousarray(
+        cv2.applyColorMap((t * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)[:, :, ::-1]
+    )
+
+
+def label_panel(frame: SyntheticFrame) -> np.ndarray:
+    """Semantic colours with the object boxes drawn in white."""
+    lab = np.ascontiguousarray(colorize(frame.semantic))
+    for box in frame.boxes.astype(int):
+        cv2.rectangle(lab, (box[0], box[1]), (box[2] - 1, box[3] - 1), (255, 255, 255), 1)
+    return lab
+
+
+def caption(img: np.ndarray, text: str) -> np.ndarray:
+    """A copy of ``img`` with ``text`` in its top-left corner (the input stays untouched)."""
+    out = np.ascontiguousarray(img).copy()
+    cv2.putText(out, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1, cv2.LINE_AA)
+    return out
+
+
 def preview_grid(frames: Sequence[SyntheticFrame], max_depth: float = 80.0) -> np.ndarray:
     """One row per frame: RGB | depth (turbo, black = invalid) | thermal (inferno, -20..45 C) | labels + boxes.
 
-    Returns an ``HxWx3`` uint8 RGB image.
+    Sparse (lidar) depth is drawn with its returns dilated to 3x3 pixels. Returns an ``HxWx3``
+    uint8 RGB image.
     """
     rows = []
-    lo, hi = kelvin_counts(-20.0), kelvin_counts(45.0)
     for f in frames:
-        d = np.clip(f.depth / max_depth, 0, 1)
-        dcol = cv2.applyColorMap((255 - d * 255).astype(np.uint8), cv2.COLORMAP_TURBO)[:, :, ::-1].copy()
-        dcol[f.depth <= 0] = 0
-        t = np.clip((f.thermal.astype(np.float32) - lo) / (hi - lo), 0, 1)
-        tcol = cv2.applyColorMap((t * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)[:, :, ::-1]
-        lab = np.ascontiguousarray(colorize(f.semantic))
-        for box in f.boxes.astype(int):
-            cv2.rectangle(lab, (box[0], box[1]), (box[2] - 1, box[3] - 1), (255, 255, 255), 1)
-        rgb = f.rgb.copy()  # the caption must not end up in the frame itself
-        cv2.putText(rgb, f"{f.condition} #{f.frame_index} n={len(f.labels)}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.45, (255, 255, 0), 1, cv2.LINE_AA)  # fmt: skip
+        dcol = depth_panel(f.depth, max_depth, dilate=3 if f.depth_model == "lidar" else 1)
+        rgb = caption(f.rgb, f"{f.condition} #{f.frame_index} n={len(f.labels)}")
         sep = np.full((f.rgb.shape[0], 2, 3), 255, np.uint8)
-        rows.append(np.concatenate([rgb, sep, dcol, sep, np.ascontiguousarray(tcol), sep, lab], axis=1))
+        rows.append(
+            np.concatenate([rgb, sep, dcol, sep, thermal_panel(f.thermal), sep, label_panel(f)], axis=1)
+        )
         rows.append(np.full((2, rows[-1].shape[1], 3), 255, np.uint8))
     return np.concatenate(rows[:-1], axis=0)

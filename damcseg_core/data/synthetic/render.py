@@ -22,9 +22,12 @@ fog       0.8      ``rgb * T + fog * (1 - T)``,  invalid beyond the visibility V
                    ``T = exp(-3.912 / V * r)``   road 15 C, sky 5 C
 ========  =======  ===========================  ================================================
 
-Depth is the z-depth in metres with Gaussian noise ``sigma = 0.01 + 0.001 z^2`` (stereo-like,
-0.11 m at 10 m, 1.6 m at 40 m), 0 where invalid: sky, beyond ``max_depth``, random dropouts.
-Thermal counts are ``100 * kelvin`` plus Gaussian noise of 5 counts (NETD 0.05 K).
+Depth of the ``ideal`` model is the z-depth in metres with Gaussian noise
+``sigma = 0.01 + 0.001 z^2`` (0.11 m at 10 m, 1.6 m at 40 m), 0 where invalid: sky, beyond
+``max_depth``, random dropouts. Thermal counts of the ``ideal`` model are ``100 * kelvin`` plus
+Gaussian noise of 5 counts (NETD 0.05 K). The ``lidar``, ``stereo`` and ``realistic`` thermal
+models are documented in :mod:`.sensors`; they draw their randomness after the ideal models' draws,
+so ``ideal`` output is bit-identical to the renderer before those models existed.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import cv2
 import numpy as np
 
 from damcseg_core.data.classes import IGNORE_INDEX
+from damcseg_core.data.synthetic import sensors
 from damcseg_core.data.synthetic.world import (
     BICYCLE,
     BLOCK_M,
@@ -266,6 +270,15 @@ class StaticScene:
     noise: np.ndarray  # [H+pad, W+pad, 3] standard normal
     noise1: np.ndarray  # [2, H+pad, W+pad] standard normal (depth, thermal)
     uniform: np.ndarray  # [H+pad, W+pad] uniform (dropouts)
+    seed: int = 0  # drive seed (the thermal camera's fixed pattern)
+    _fpn: dict = dataclasses.field(default_factory=dict, repr=False)
+    part_temps: dict = dataclasses.field(default_factory=dict, repr=False)  # realistic thermal cache
+
+    def thermal_fpn(self, model: sensors.ThermalCameraModel) -> sensors.ThermalFpn:
+        """This drive's thermal camera fixed pattern (built on first use, then reused)."""
+        if model not in self._fpn:
+            self._fpn[model] = sensors.ThermalFpn.build(self.seed, self.height, self.width, model)
+        return self._fpn[model]
 
     @functools.cached_property
     def geometry(self) -> _Geometry:
@@ -293,7 +306,7 @@ class StaticScene:
         return cls(
             height, width, f, (width - 1) / 2.0, (height - 1) / 2.0, camera_height, ego_x,
             (float(rng.uniform(13.5, 16.0)), float(rng.uniform(13.5, 16.0))), heights.astype(np.float32),
-            hedge, colors, texture, noise, noise1, uniform,
+            hedge, colors, texture, noise, noise1, uniform, seed,
         )  # fmt: skip
 
 
@@ -392,8 +405,12 @@ class _Geometry:
         )
 
 
-def _background(st: StaticScene, z_ego: float, cond: ConditionModel, lit_seed: int):
-    """Per-pixel depth, class, albedo, emission and temperature of the static world."""
+def _background(st: StaticScene, z_ego: float, cond: ConditionModel, lit_seed: int, want_tex: bool = False):
+    """Per-pixel depth, class, albedo, emission and temperature of the static world.
+
+    With ``want_tex`` a sixth array is returned: the renderer's random texture factor where it
+    was applied (ground and hedges), 1 elsewhere (stereo texture measure).
+    """
     h, w = st.height, st.width
     g = st.geometry
     zg, zf, side, hpix = g.zg, g.zf, g.side, g.hpix
@@ -462,7 +479,13 @@ def _background(st: StaticScene, z_ego: float, cond: ConditionModel, lit_seed: i
     emissive[hood] = 0.0
     temp[hood] = 35.0
     depth[sky] = np.inf
-    return depth, cls, albedo, emissive, temp
+    if not want_tex:
+        return depth, cls, albedo, emissive, temp
+    texmap = np.where(ground & ~marks & ~kerb, tex, 1.0).astype(np.float32)
+    hedge_px = facade & hedge.repeat(h, 0)
+    texmap[hedge_px] = tex[hedge_px]
+    texmap[hood] = 1.0
+    return depth, cls, albedo, emissive, temp, texmap
 
 
 def _project(st: StaticScene, p: Primitive, t: float, z_ego: float):
@@ -496,11 +519,33 @@ def render(
     depth_dropout: float,
     fog_visibility: float,
     lit_seed: int,
+    depth_model: str = "ideal",
+    thermal_model: str = "ideal",
+    lidar: sensors.LidarModel | None = None,
+    stereo: sensors.StereoModel | None = None,
+    thermal_camera: sensors.ThermalCameraModel | None = None,
 ) -> RenderOutput:
-    """Render one frame at time ``t`` (ego at ``z_ego``) under ``condition``."""
+    """Render one frame at time ``t`` (ego at ``z_ego``) under ``condition``.
+
+    ``depth_model`` is ``ideal``, ``lidar`` or ``stereo`` (``mix`` is resolved per frame by the
+    drive), ``thermal_model`` ``ideal`` or ``realistic``; the model parameters default to
+    :mod:`.sensors`' defaults.
+    """
     cond = CONDITION_MODELS[condition]
     h, w = st.height, st.width
-    zbuf, cls, albedo, emissive, temp = _background(st, z_ego, cond, lit_seed)
+    if depth_model not in ("ideal", "lidar", "stereo") or thermal_model not in sensors.THERMAL_MODELS:
+        raise ValueError(
+            f"render: depth_model must be ideal, lidar or stereo and thermal_model one of "
+            f"{list(sensors.THERMAL_MODELS)}; got {depth_model!r}, {thermal_model!r}"
+        )
+    want_stereo = depth_model == "stereo"
+    real_thermal = thermal_model == "realistic"
+    tcam = thermal_camera or sensors.ThermalCameraModel()
+    if want_stereo:
+        zbuf, cls, albedo, emissive, temp, texmap = _background(st, z_ego, cond, lit_seed, want_tex=True)
+        zbg = zbuf.copy()
+    else:
+        zbuf, cls, albedo, emissive, temp = _background(st, z_ego, cond, lit_seed)
     idbuf = np.full((h, w), -1, np.int32)
 
     placed = []
@@ -535,7 +580,19 @@ def render(
         shade = (0.8 + 0.25 * np.broadcast_to(b, mask.shape)[win])[:, None]
         albedo[r0:r1, c0:c1][win] = p.colors[pw] * shade
         emissive[r0:r1, c0:c1][win] = p.emissive[pw] * cond.emission
-        temp[r0:r1, c0:c1][win] = p.temps[pw]
+        if real_thermal:
+            key = (p.track_id, condition, tcam)
+            ptemps = st.part_temps.get(key)
+            if ptemps is None:  # objects keep their temperatures over a drive: compute once
+                if len(st.part_temps) > 50_000:
+                    st.part_temps.clear()
+                ptemps = sensors.realistic_part_temps(
+                    p, condition, cond.temps[SKY], st.seed, tcam, p.shape in (CAR, TRUCK, BUS)
+                )
+                st.part_temps[key] = ptemps
+            temp[r0:r1, c0:c1][win] = ptemps[pw]
+        else:
+            temp[r0:r1, c0:c1][win] = p.temps[pw]
 
     # ---- objects: visible / amodal masks, boxes, occlusion
     n = len(objects)
@@ -585,29 +642,60 @@ def render(
         glow = cv2.GaussianBlur(small, (0, 0), 2.0)
         rgb += cond.bloom * 2.0 * cv2.resize(glow, (w, h), interpolation=cv2.INTER_LINEAR)
     rng_dist = np.where(valid, zbuf * st.geometry.ray, np.inf)
+    if want_stereo:
+        # Noise-free luminance for the stereo texture measure: the surface's own (its grain's
+        # contrast scales with it) and without the renderer's ground texture (edges only).
+        luma_w = np.array([0.299, 0.587, 0.114], np.float32) * 255.0
+        surface = rgb @ luma_w
+        bg = (zbuf == zbg) & (texmap != 1.0)
+        structure = np.where(bg, surface / np.where(bg, texmap, 1.0), surface).astype(np.float32)
     if condition == "fog":
         trans = np.exp(-3.912 / fog_visibility * rng_dist)[..., None]
         rgb = rgb * trans + FOG_COLOR * (1.0 - trans)
+        if want_stereo:
+            surface = surface * trans[..., 0]
+            structure = structure * trans[..., 0] + float(FOG_COLOR @ luma_w) * (1.0 - trans[..., 0])
     oy, ox = noise_rng.integers(0, _NOISE_PAD, size=2)
     rgb = rgb * 255.0 + cond.noise * st.noise[oy : oy + h, ox : ox + w]
     rgb_u8 = np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
 
     # ---- depth: noise grows with z^2, range limit, fog visibility, dropouts, sky
-    sigma = DEPTH_NOISE[0] + DEPTH_NOISE[1] * np.where(valid, zbuf, 0.0) ** 2
-    limit = max_depth
-    if condition == "fog":
-        sigma = sigma * 3.0
-        limit = min(limit, fog_visibility)
     dy_, dx_ = noise_rng.integers(0, _NOISE_PAD, size=2)
-    depth = zbuf + sigma * st.noise1[0, dy_ : dy_ + h, dx_ : dx_ + w]
     uy, ux = noise_rng.integers(0, _NOISE_PAD, size=2)
-    bad = ~valid | (zbuf > limit) | (st.uniform[uy : uy + h, ux : ux + w] < depth_dropout) | (depth <= 0)
-    depth = np.where(bad, 0.0, depth).astype(np.float32)
+    if depth_model == "ideal":
+        sigma = DEPTH_NOISE[0] + DEPTH_NOISE[1] * np.where(valid, zbuf, 0.0) ** 2
+        limit = max_depth
+        if condition == "fog":
+            sigma = sigma * 3.0
+            limit = min(limit, fog_visibility)
+        depth = zbuf + sigma * st.noise1[0, dy_ : dy_ + h, dx_ : dx_ + w]
+        bad = ~valid | (zbuf > limit) | (st.uniform[uy : uy + h, ux : ux + w] < depth_dropout) | (depth <= 0)
+        depth = np.where(bad, 0.0, depth).astype(np.float32)
 
     # ---- thermal
     ty, tx = noise_rng.integers(0, _NOISE_PAD, size=2)
-    counts = kelvin_counts(temp) + THERMAL_NOISE_COUNTS * st.noise1[1, ty : ty + h, tx : tx + w]
-    thermal = np.clip(counts + 0.5, 0, 65535).astype(np.uint16)
+    tnoise = st.noise1[1, ty : ty + h, tx : tx + w]
+    if real_thermal:
+        pixel_deg = math.degrees(math.atan(1.0 / st.f))
+        thermal = sensors.realistic_thermal(temp, st.thermal_fpn(tcam), t, pixel_deg, tnoise, tcam)
+    else:
+        counts = kelvin_counts(temp) + THERMAL_NOISE_COUNTS * tnoise
+        thermal = np.clip(counts + 0.5, 0, 65535).astype(np.uint16)
+
+    # ---- realistic depth sensors (their random draws come after all of the ideal ones)
+    if depth_model == "lidar":
+        beta = 3.912 / fog_visibility if condition == "fog" else 0.0
+        depth = sensors.lidar_depth(
+            zbuf, albedo.mean(axis=2), valid & (cls != IGNORE_INDEX), st.f, st.cx, st.cy, beta, noise_rng,
+            lidar or sensors.LidarModel(),
+        )  # fmt: skip
+    elif depth_model == "stereo":
+        sy, sx = noise_rng.integers(0, _NOISE_PAD, size=2)
+        bank = sensors.correlated_noise_bank(h, w, _NOISE_PAD)
+        depth = sensors.stereo_depth(
+            zbuf, cls, surface, structure, cond.noise, st.f, st.camera_height, bank[sy : sy + h, sx : sx + w],
+            stereo or sensors.StereoModel(),
+        )  # fmt: skip
 
     return RenderOutput(
         rgb_u8, depth, thermal, cls, instance.astype(np.int32), boxes, labels, occ, visible, amodal, tracks

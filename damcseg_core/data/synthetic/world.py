@@ -31,6 +31,12 @@ import math
 import numpy as np
 
 from damcseg_core.config import ConfigError
+from damcseg_core.data.synthetic.sensors import (
+    LidarModel,
+    StereoModel,
+    ThermalCameraModel,
+    check_sensor_models,
+)
 
 __all__ = [
     "CONDITIONS",
@@ -91,8 +97,14 @@ class SyntheticWorldConfig:
     ego_x: float = 1.75  # lateral camera position (ego lane centre)
     camera_height: float = 1.5  # metres above the road
     hfov_deg: float = 90.0  # horizontal field of view
-    max_depth: float = 80.0  # depth sensor range; farther readings are 0 (invalid)
-    depth_dropout: float = 0.02  # fraction of random invalid (0) depth pixels
+    max_depth: float = 80.0  # range of the ideal depth model; farther readings are 0 (invalid)
+    depth_dropout: float = 0.02  # fraction of random invalid (0) pixels of the ideal depth model
+    depth_model: str = "ideal"  # ideal | lidar | stereo | mix (see sensors.py)
+    thermal_model: str = "ideal"  # ideal | realistic (see sensors.py)
+    lidar_fraction: float = 0.5  # depth_model=mix: probability that a frame's depth is lidar
+    lidar: LidarModel | None = None  # scanner parameters; None = sensors.LidarModel()
+    stereo: StereoModel | None = None  # rig parameters; None = sensors.StereoModel()
+    thermal_camera: ThermalCameraModel | None = None  # None = sensors.ThermalCameraModel()
     fog_visibility: float = 45.0  # meteorological visibility in fog, metres (beta = 3.912 / V)
     start_stamp_ns: int = 1_767_225_600_000_000_000  # stamp of frame 0 (2026-01-01T00:00Z)
 
@@ -128,6 +140,14 @@ class SyntheticWorldConfig:
             raise ConfigError(f"depth_dropout must be in [0, 1), got {self.depth_dropout}")
         if not 30.0 <= self.hfov_deg <= 150.0:
             raise ConfigError(f"hfov_deg must be in [30, 150], got {self.hfov_deg}")
+        check_sensor_models(self.depth_model, self.thermal_model, self.lidar_fraction)
+
+    def depth_model_at(self, frame: int) -> str:
+        """Depth model of frame ``frame``: ``mix`` draws lidar or stereo per frame (seeded)."""
+        if self.depth_model != "mix":
+            return self.depth_model
+        u = np.random.default_rng([self.seed & 0xFFFFFFFF, 19, frame]).uniform()
+        return "lidar" if u < self.lidar_fraction else "stereo"
 
     def condition_at(self, frame: int) -> str:
         """Condition of frame ``frame``: the last schedule entry started at or before it."""
