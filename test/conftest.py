@@ -1,4 +1,4 @@
-"""Test-wide settings: DDS on loopback, an isolated ROS domain, and GPU/ROS markers."""
+"""Test-wide settings: DDS on loopback, an isolated ROS domain, the Fast DDS profile, GPU/ROS markers."""
 
 from __future__ import annotations
 
@@ -6,10 +6,16 @@ import os
 
 import pytest
 
+from damcseg_ros.fastdds import ensure_large_image_profile
+
 # Every process started from the tests keeps DDS discovery and traffic on 127.0.0.1.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 # A per-run domain so that parallel test runs on one machine do not see each other.
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+# The large-image Fast DDS profile in the variable this Fast DDS reads (FASTRTPS_... on Jazzy's
+# Fast DDS 2, FASTDDS_... on Kilted's Fast DDS 3), before any rclpy.init in this process; node
+# subprocesses inherit it. damcseg_ros.fastdds is the one policy (tools/env.sh applies it too).
+ensure_large_image_profile()
 
 
 def _cuda_available() -> bool:
