@@ -5,104 +5,120 @@ Example::
     ros2 launch damcseg_ros damcseg.launch.py checkpoint:=/models/damcseg_edge.pt device:=cuda \\
         backend:=onnxruntime onnx_path:=/models/damcseg_edge_onnx \\
         rgb_topic:=/camera/color/image_raw depth_topic:=/camera/depth/image_rect_raw \\
-        thermal_topic:=/flir/image_raw namespace:=front
+        thermal_topic:=/flir/image_raw namespace:=front respawn:=true
 
-Arguments left empty keep the value of the config file. Without the launch package (pip-only
-machines) run the same node directly::
+Arguments left empty keep the value of the config file (``ros2 launch ... -s`` lists them).
+Fails loudly, returning non-zero: a ``config_file`` that does not exist, a bad boolean or enum
+value (``use_sim_time:=maybe``: the valid values are named), and the node exiting while the
+launch runs (its exit code, what it means and its last FATAL line; ``respawn:=true`` restarts it
+instead). The rules live in ``damcseg_ros/launch_args.py`` (unit-tested without ``launch``);
+this file only wires them into launch actions.
+
+Without the launch package (pip-only machines) run the same node directly::
 
     python -m damcseg_ros.node --ros-args --params-file config/damcseg.yaml -p checkpoint:=...
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 
-from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
-from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
-
 PACKAGE = "damcseg_ros"
-
-# name -> (default, description). Empty defaults mean "keep the config file's value".
-ARGUMENTS: dict[str, tuple[str, str]] = {
-    "config_file": (
-        os.path.join(get_package_share_directory(PACKAGE), "config", "damcseg.yaml"),
-        "YAML parameter file (/**: ros__parameters: form) for the node.",
-    ),
-    "checkpoint": ("", "damcseg checkpoint (.pt); empty: the config file's value / package default."),
-    "model": ("", "Random-init variant for bring-up only (e.g. damcseg_tiny); outputs are meaningless."),
-    "namespace": ("", "Namespace of the node and of its relative topics (e.g. front)."),
-    "node_name": ("damcseg", "Name of the node."),
-    "device": ("", "Torch device: cpu, cuda or cuda:N; empty: the config file's value."),
-    "backend": ("", "Inference backend: torch or onnxruntime; empty: the config file's value."),
-    "onnx_path": (
-        "",
-        "Folder written by damcseg-export (backend onnxruntime); empty: the config file's value.",
-    ),
-    "use_sim_time": ("false", "Use /clock (rosbag replay with --clock, simulators)."),
-    "rgb_topic": ("rgb/image", "Topic of the RGB camera images (remaps rgb/image)."),
-    "depth_topic": ("depth/image", "Topic of the registered depth images (remaps depth/image)."),
-    "thermal_topic": ("thermal/image", "Topic of the registered thermal images (remaps thermal/image)."),
-    "log_level": ("info", "Logger level: debug, info, warn, error."),
-}
+EXECUTABLE = "damcseg_node"
 
 
-def _node(context, *args, **kwargs):
-    """Build the Node action from the resolved arguments (only non-empty ones override the YAML)."""
-    value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    overrides = {
-        key: value[key] for key in ("checkpoint", "model", "device", "backend", "onnx_path") if value[key]
-    }
-    overrides["use_sim_time"] = value["use_sim_time"].strip().lower() in ("true", "1", "yes")
-    remaps = [(f"{m}/image", value[f"{m}_topic"]) for m in ("rgb", "depth", "thermal")]
-    remaps += [
-        (f"{m}/camera_info", _camera_info_topic(value[f"{m}_topic"])) for m in ("rgb", "depth", "thermal")
-    ]
-    return [
-        Node(
-            package=PACKAGE,
-            executable="damcseg_node",
-            name=value["node_name"],
-            namespace=value["namespace"],
-            parameters=[value["config_file"], overrides],
-            remappings=remaps,
-            arguments=["--ros-args", "--log-level", value["log_level"]],
-            output="screen",
-            emulate_tty=True,
-        )
-    ]
+def _share(*parts: str) -> str:
+    from ament_index_python.packages import get_package_share_directory
+
+    return os.path.join(get_package_share_directory(PACKAGE), *parts)
 
 
-def _camera_info_topic(image_topic: str) -> str:
-    """camera_info sibling of an image topic, as image_transport names it (.../image_raw -> .../camera_info)."""
-    head, _, _ = image_topic.rpartition("/")
-    return f"{head}/camera_info" if head else "camera_info"
+def _node_actions(context, watch_box: list):
+    """OpaqueFunction body: validate every argument, then the Node and its exit handlers.
 
-
-def _fastdds_profile() -> list[SetEnvironmentVariable]:
-    """Our Fast DDS profile (16 MB shared-memory segment) for the node, unless the user set a profile.
-
-    With Fast DDS's 512 KB default segment, best-effort images over ~0.5 MB are silently dropped by
-    the *publishing* process: this covers the node's own outputs (colour overlay); camera drivers
-    started elsewhere need the same variable (see README). Fast DDS 2.x (Humble, Jazzy) reads
-    FASTRTPS_DEFAULT_PROFILES_FILE, Fast DDS 3 (Kilted and later) FASTDDS_DEFAULT_PROFILES_FILE.
+    A bad value raises here; the launch service reports the message ("Caught exception in
+    launch ...: invalid launch arguments: ...") and returns 1 before any process starts.
     """
-    if os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE"):
-        return []
-    profile = os.path.join(get_package_share_directory(PACKAGE), "config", "fastdds_large_images.xml")
-    if not os.path.isfile(profile):
-        return []
-    fastdds2 = os.environ.get("ROS_DISTRO", "") in ("humble", "iron", "jazzy")
-    var = "FASTRTPS_DEFAULT_PROFILES_FILE" if fastdds2 else "FASTDDS_DEFAULT_PROFILES_FILE"
-    return [SetEnvironmentVariable(var, profile)]
+    from launch.actions import EmitEvent, LogInfo, RegisterEventHandler
+    from launch.event_handlers import OnProcessExit, OnProcessIO
+    from launch.events import Shutdown
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    from damcseg_ros import launch_args
+
+    values = {name: LaunchConfiguration(name).perform(context) for name, *_ in launch_args.ARGUMENTS}
+    settings = launch_args.resolve(values)
+    watch = launch_args.ExitWatch(settings)
+    watch_box.append(watch)
+    respawn = {"respawn": settings.respawn, "respawn_delay": settings.respawn_delay}
+    # respawn_max_retries exists from Iron on; Humble's launch counts on our handler alone.
+    if "respawn_max_retries" in inspect.signature(_execute_process_init()).parameters:
+        respawn["respawn_max_retries"] = settings.respawn_max_retries
+    node = Node(
+        package=PACKAGE,
+        executable=EXECUTABLE,
+        name=settings.name,
+        namespace=settings.namespace,
+        parameters=settings.parameters,
+        remappings=settings.remappings,
+        arguments=settings.ros_arguments,
+        output="screen",
+        emulate_tty=True,
+        **respawn,
+    )
+
+    def on_exit(event, exit_context):
+        decision = watch.on_exit(event.returncode, exit_context.is_shutdown)
+        if decision.action == "fail":
+            # An exception is what makes LaunchService.run() (and so `ros2 launch`) return non-zero;
+            # a plain Shutdown event returns 0.
+            raise RuntimeError(decision.message)
+        if decision.action == "shutdown":
+            return [LogInfo(msg=decision.message), EmitEvent(event=Shutdown(reason=decision.message))]
+        if decision.action == "respawn":
+            return [LogInfo(msg=decision.message)]
+        return None
+
+    def on_output(event):
+        watch.on_output(event.text)
+
+    return [
+        node,
+        RegisterEventHandler(OnProcessIO(target_action=node, on_stdout=on_output, on_stderr=on_output)),
+        RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit)),
+    ]
 
 
-def generate_launch_description() -> LaunchDescription:
-    """Declare the arguments and start the node."""
+def _execute_process_init():
+    from launch.actions import ExecuteProcess
+
+    return ExecuteProcess.__init__
+
+
+def _fastdds_profile():
+    """The large-image Fast DDS profile for the node (damcseg_ros.fastdds decides: variable, file)."""
+    from launch.actions import SetEnvironmentVariable
+
+    from damcseg_ros.fastdds import profile_setting
+
+    setting = profile_setting()
+    return [] if setting is None else [SetEnvironmentVariable(*setting)]
+
+
+def generate_launch_description():
+    """Declare the arguments and start the node (launch is imported here, not at module level)."""
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+
+    from damcseg_ros import launch_args
+
     declared = [
         DeclareLaunchArgument(name, default_value=default, description=description)
-        for name, (default, description) in ARGUMENTS.items()
+        for name, default, description, _choices in launch_args.arguments(_share("config", "damcseg.yaml"))
     ]
-    return LaunchDescription([*declared, *_fastdds_profile(), OpaqueFunction(function=_node)])
+    watch_box: list = []  # the ExitWatch of this launch, for tests and debugging
+    return LaunchDescription(
+        [*declared, *_fastdds_profile(), OpaqueFunction(function=_node_actions, args=[watch_box])]
+    )
