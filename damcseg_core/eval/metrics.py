@@ -23,6 +23,7 @@ import numpy as np
 
 from damcseg_core.config import ConfigError
 from damcseg_core.data.classes import IGNORE_INDEX, NUM_CLASSES
+from damcseg_core.data.targets import DEFAULT_MAX_OCCLUSION, DEFAULT_MIN_AREA
 from damcseg_core.eval.boundary import DEFAULT_TOLERANCE_RATIO, BoundaryFScore
 from damcseg_core.eval.detection_metrics import DetectionMAP
 from damcseg_core.eval.object_metrics import ObjectMetrics
@@ -55,6 +56,8 @@ class MetricConfig:
     occlusion_threshold: float = 0.5  # "occluded object": occlusion ratio above this
     recall_coverage: float = 0.5  # object recalled if this fraction of its pixels has its class
     max_detections: int = 100  # detections per image and class kept for mAP
+    det_min_area: float = DEFAULT_MIN_AREA  # valid-object rule for mAP: smaller objects are ignore regions
+    det_max_occlusion: float = DEFAULT_MAX_OCCLUSION  # valid-object rule: more occluded objects are ignored
 
 
 class MetricGroup:
@@ -69,7 +72,12 @@ class MetricGroup:
         self.objects = ObjectMetrics(
             c.num_classes, c.ignore_index, c.small_area, c.tiny_area, c.occlusion_threshold, c.recall_coverage
         )
-        self.detection = DetectionMAP(c.max_detections)
+        self.detection = DetectionMAP(
+            c.max_detections,
+            min_area=c.det_min_area,
+            max_occlusion=c.det_max_occlusion,
+            small_area=c.small_area,
+        )
         self.num_images = 0
         self.inference_ms: list[float] = []
         self.scene_scores: list[float] = []
@@ -151,7 +159,13 @@ class MetricSuite:
         det = None
         if has_objects and "boxes" in sample:
             det = probe.detection.sample_stats(
-                prediction.boxes, prediction.scores, prediction.labels, sample["boxes"], sample["labels"]
+                prediction.boxes,
+                prediction.scores,
+                prediction.labels,
+                sample["boxes"],
+                sample["labels"],
+                sample.get("areas"),
+                sample.get("occlusion"),
             )
         keys = ["all", f"condition/{sample.get('condition', 'unknown')}"]
         category = getattr(prediction, "category", None)

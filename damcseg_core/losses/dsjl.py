@@ -24,9 +24,14 @@ import torch
 import torch.nn.functional as F
 
 from damcseg_core.data.classes import IGNORE_INDEX
-from damcseg_core.losses.alignment import AlignmentLossConfig, alignment_loss
+from damcseg_core.losses.alignment import AlignmentLossConfig, alignment_loss, matched_alignment_loss
 from damcseg_core.losses.completion import CompletionLossConfig, completion_loss
-from damcseg_core.losses.detection import DetectionLossConfig, detection_loss
+from damcseg_core.losses.detection import (
+    DetectionLossConfig,
+    build_targets,
+    detection_loss,
+    matched_predictions,
+)
 from damcseg_core.losses.segmentation import SegmentationLossConfig, segmentation_loss
 
 __all__ = ["DSJLoss", "LossConfig"]
@@ -71,7 +76,8 @@ class DSJLoss:
                 ``boxes``, ``labels``, ``occlusion``), on the model's device.
 
         Returns:
-            Named scalar losses: ``det_cls``, ``det_box``, ``det``, ``seg_ce``, ``seg_boundary``,
+            Named scalar losses: ``det_cls``, ``det_box``, ``det``, ``det_num_pos`` (positive
+            anchors per image, a detached statistic), ``seg_ce``, ``seg_boundary``,
             ``seg_dice``, ``seg_tiny``, ``seg_occlusion``, ``seg``, ``align``, ``align_iou``
             (a detached statistic), ``completion``, ``aux``, ``gate_cost`` and ``total``.
         """
@@ -95,9 +101,18 @@ class DSJLoss:
                 )
         semantic = batch["semantic"].to(out.seg_logits.device)
         losses: dict[str, torch.Tensor] = {}
+        targets = build_targets(
+            out.anchors.float(),
+            batch["boxes"],
+            batch["labels"],
+            cfg.detection,
+            getattr(out, "anchor_levels", None),
+            batch.get("areas"),
+            batch.get("occlusion"),
+        )
         losses.update(
             detection_loss(
-                out.cls_logits, out.box_deltas, out.anchors, batch["boxes"], batch["labels"], cfg.detection
+                out.cls_logits, out.box_deltas, out.anchors, None, None, cfg.detection, targets=targets
             )
         )
         losses.update(
@@ -105,13 +120,18 @@ class DSJLoss:
                 out.seg_logits, semantic, batch.get("instance"), batch.get("occlusion"), cfg.segmentation
             )
         )
-        if cfg.alignment.boxes == "gt":
-            align_boxes, align_labels = batch["boxes"], batch["labels"]
-        else:
-            align_boxes, align_labels = out.boxes, out.labels
-        align = alignment_loss(out.seg_logits, align_boxes, align_labels, cfg.alignment)
         if not self.align_enabled:
-            align["align"] = align["align"].mul(0.0).abs()
+            zero = out.seg_logits.sum().mul(0.0).abs()
+            align = {"align": zero, "align_iou": torch.ones((), device=out.seg_logits.device)}
+        elif cfg.alignment.boxes == "matched":
+            matched = matched_predictions(out.box_deltas, out.anchors, targets)
+            align = matched_alignment_loss(out.seg_logits, matched, cfg.alignment)
+        else:
+            if cfg.alignment.boxes == "gt":
+                align_boxes, align_labels = batch["boxes"], batch["labels"]
+            else:
+                align_boxes, align_labels = out.boxes, out.labels
+            align = alignment_loss(out.seg_logits, align_boxes, align_labels, cfg.alignment)
         losses.update(align)
         losses.update(completion_loss(out.completion, cfg.completion, reference=out.seg_logits))
         if cfg.aux_weight > 0 and "global" in out.branch_logits:

@@ -119,8 +119,9 @@ class DetectionConfig:
     anchor_scale: float = 4.0  # anchor side = anchor_scale * stride * octave scale
     num_scales: int = 3  # octave scales per level: 2**(k / num_scales)
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # anchor height / width
-    score_threshold: float = 0.3  # paper: ROI detection threshold
+    score_threshold: float = 0.3  # paper: ROI detection threshold (shipped models: chosen on a val seed)
     nms_iou: float = 0.5  # paper: NMS IoU threshold
+    class_agnostic_nms: bool = True  # one box per object even when it scores for two classes
     pre_nms_top_k: int = 1000  # candidates kept per image before NMS
     max_detections: int = 100  # detections kept per image after NMS
 

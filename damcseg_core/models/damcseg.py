@@ -140,6 +140,8 @@ class DenseOutputs:
         seg_feature: ``[B, C, H/8, W/8]`` stride-8 segmentation features (P3, local-path context).
         image_stack: ``[B, 6, H, W]`` normalised rgb|depth(+valid)|thermal, zeros where unused.
         modality_weights: ``[B, 3]`` mean reliability per modality.
+        anchor_levels: ``[A]`` pyramid level index of each anchor (training only; the onnxruntime
+            backend leaves it ``None``).
     """
 
     cls_logits: torch.Tensor
@@ -149,6 +151,7 @@ class DenseOutputs:
     seg_feature: torch.Tensor
     image_stack: torch.Tensor
     modality_weights: torch.Tensor
+    anchor_levels: torch.Tensor | None = None
 
 
 class DAMCSeg(nn.Module):
@@ -278,13 +281,14 @@ class DAMCSeg(nn.Module):
         """
         _, h, w = check_inputs(inputs)
         det_pyr, seg_pyr = self.backbone(feats.fused)
-        cls_logits, box_deltas, anchors = self.det_head(det_pyr)
+        cls_logits, box_deltas, anchors, anchor_levels = self.det_head(det_pyr)
         st = self.config.segmentation.fusion_stride
         global_logits, _ = self.global_path(seg_pyr, (h // st, w // st))
         return DenseOutputs(
             cls_logits=cls_logits,
             box_deltas=box_deltas,
             anchors=anchors,
+            anchor_levels=anchor_levels,
             global_logits=global_logits,
             seg_feature=seg_pyr[0],
             image_stack=self._image_stack(feats.normalized, inputs),
@@ -339,6 +343,7 @@ class DAMCSeg(nn.Module):
             cls_logits=dense.cls_logits,
             box_deltas=dense.box_deltas,
             anchors=dense.anchors,
+            anchor_levels=dense.anchor_levels,
             completion=completion,
             modality_weights=feats.modality_weights,
             boxes=r.boxes,

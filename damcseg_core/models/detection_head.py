@@ -4,9 +4,12 @@
   ``anchor_scale * s * 2**(k / num_scales)`` times ``aspect_ratios`` (height / width), centred
   at ``(x + 0.5) * s``. Order: level, row, column, scale, ratio, matching the head outputs.
 * Box regression uses torchvision ``BoxCoder(weights=(1, 1, 1, 1))``.
-* Post-processing: sigmoid scores, candidates above ``score_threshold`` (paper 0.3), top
-  ``pre_nms_top_k``, class-wise NMS (``torchvision.ops.batched_nms``, IoU 0.5), at most
-  ``max_detections`` per image. Labels are returned as Cityscapes train ids.
+* Post-processing: sigmoid scores, candidates above ``score_threshold``, top ``pre_nms_top_k``,
+  NMS at ``nms_iou`` (paper 0.5), at most ``max_detections`` per image. NMS is class-agnostic
+  by default (``torchvision.ops.nms``): sigmoid scores are per class, so one object often
+  scores for two classes (rider / person, car / truck) and class-wise NMS
+  (``class_agnostic_nms=False``, ``batched_nms``) would publish both stacked boxes. Labels are
+  returned as Cityscapes train ids.
 """
 
 from __future__ import annotations
@@ -16,14 +19,14 @@ import math
 import torch
 from torch import nn
 from torchvision.models.detection._utils import BoxCoder
-from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
+from torchvision.ops import batched_nms, clip_boxes_to_image, nms, remove_small_boxes
 
 from damcseg_core.data.classes import DETECTION_TRAIN_IDS
 from damcseg_core.models.bifpn import BiFPN, SeparableConvBN
 from damcseg_core.models.config import DetectionConfig
 from damcseg_core.models.encoders import eval_layout
 
-__all__ = ["DetectionHead", "make_anchors"]
+__all__ = ["DetectionHead", "anchor_level_index", "make_anchors"]
 
 
 def make_anchors(
@@ -51,6 +54,14 @@ def make_anchors(
         half = wh.unsqueeze(0) / 2
         out.append(torch.cat([centres - half, centres + half], dim=-1).reshape(-1, 4))
     return torch.cat(out, dim=0)
+
+
+def anchor_level_index(
+    feature_sizes: list[tuple[int, int]], anchors_per_location: int, device: torch.device | None = None
+) -> torch.Tensor:
+    """``[A]`` int64 pyramid-level index (0 = finest) of every anchor, in :func:`make_anchors` order."""
+    counts = torch.tensor([h * w * anchors_per_location for h, w in feature_sizes], device=device)
+    return torch.repeat_interleave(torch.arange(len(feature_sizes), device=device), counts)
 
 
 class _HeadNet(nn.Module):
@@ -127,13 +138,18 @@ class DetectionHead(nn.Module):
             )
         return self._anchor_cache[key]
 
-    def forward(self, pyramid: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return ``cls_logits [B, A, K]``, ``box_deltas [B, A, 4]`` and ``anchors [A, 4]``."""
+    def forward(
+        self, pyramid: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``cls_logits [B, A, K]``, ``box_deltas [B, A, 4]``, ``anchors [A, 4]`` and
+        ``anchor_levels [A]`` (pyramid level index of each anchor, for level-aware assignment)."""
         feats = self.bifpn([eval_layout(self, p) for p in pyramid])
         cls_logits = self.class_net(feats)
         box_deltas = self.box_net(feats)
-        anchors = self.anchors([tuple(f.shape[-2:]) for f in feats], cls_logits.device)
-        return cls_logits, box_deltas, anchors
+        sizes = [tuple(f.shape[-2:]) for f in feats]
+        anchors = self.anchors(sizes, cls_logits.device)
+        levels = anchor_level_index(sizes, self.anchors_per_loc, cls_logits.device)
+        return cls_logits, box_deltas, anchors, levels
 
     @torch.no_grad()
     def postprocess(
@@ -164,7 +180,10 @@ class DetectionHead(nn.Module):
             s = scores[keep]
             valid = remove_small_boxes(boxes, 1.0)
             boxes, s, cls_idx = boxes[valid], s[valid], cls_idx[valid]
-            kept = batched_nms(boxes, s, cls_idx, cfg.nms_iou)[: cfg.max_detections]
+            if cfg.class_agnostic_nms:
+                kept = nms(boxes, s, cfg.nms_iou)[: cfg.max_detections]
+            else:
+                kept = batched_nms(boxes, s, cls_idx, cfg.nms_iou)[: cfg.max_detections]
             boxes_out.append(boxes[kept])
             scores_out.append(s[kept])
             labels_out.append(self.train_ids[cls_idx[kept]])

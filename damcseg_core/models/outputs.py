@@ -74,6 +74,8 @@ class DamcsegTrainOutput:
         gate_cost: scalar expected compute of the local-branch gates (a loss term can push it down).
         present: modalities given as input.
         completed: modalities whose features the MCN predicted (missing or dropped).
+        anchor_levels: ``[A]`` int64 pyramid level index (0 = finest) of each anchor, for the
+            level-aware (ATSS) assignment of the detection loss; ``None`` = one level.
     """
 
     seg_logits: torch.Tensor
@@ -95,3 +97,4 @@ class DamcsegTrainOutput:
     gate_cost: torch.Tensor
     present: tuple[str, ...]
     completed: tuple[str, ...]
+    anchor_levels: torch.Tensor | None = None

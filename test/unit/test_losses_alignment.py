@@ -100,3 +100,25 @@ def test_completion_only_trains_the_prediction():
 
 def test_completion_empty_is_zero():
     assert completion_loss({}, reference=torch.ones(3))["completion"].item() == 0.0
+
+
+@pytest.mark.parametrize(("x2", "sign"), [(14.0, -1.0), (26.0, 1.0)])
+def test_matched_box_is_pulled_to_the_mask_extent(x2, sign):
+    # The car mask spans x 8..20; a predicted box ending at 14 must grow (dL/dx2 < 0), one
+    # ending at 26 must shrink (dL/dx2 > 0).
+    from damcseg_core.losses.alignment import matched_alignment_loss
+
+    box = torch.tensor([[8.0, 8.0, x2, 16.0]], requires_grad=True)
+    out = matched_alignment_loss(_logits_with_car(8, 8, 20, 16), [(box, box.detach(), torch.tensor([CAR]))])
+    out["align"].backward()
+    assert torch.isfinite(box.grad).all()
+    assert box.grad[0, 2].item() * sign > 0
+
+
+def test_matched_degenerate_box_is_finite_zero():
+    from damcseg_core.losses.alignment import matched_alignment_loss
+
+    box = torch.tensor([[40.0, 40.0, 40.0, 40.0]], requires_grad=True)  # outside the 32x32 image
+    out = matched_alignment_loss(_logits_with_car(8, 8, 20, 16), [(box, box.detach(), torch.tensor([CAR]))])
+    out["align"].backward()
+    assert torch.isfinite(out["align"]) and torch.isfinite(box.grad).all()

@@ -17,13 +17,13 @@ ANCHORS = torch.tensor([[0.0, 0.0, 8.0, 8.0], [8.0, 8.0, 16.0, 16.0], [4.0, 4.0,
 def _case(seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     semantic = torch.zeros(1, H, W, dtype=torch.int64)
-    semantic[:, 4:12, 4:12] = 13
+    semantic[:, 2:14, 2:14] = 13  # 144 px: a valid detection target
     instance = torch.zeros(1, H, W, dtype=torch.int32)
-    instance[:, 4:12, 4:12] = 1
+    instance[:, 2:14, 2:14] = 1
     batch = {
         "semantic": semantic,
         "instance": instance,
-        "boxes": [torch.tensor([[4.0, 4.0, 12.0, 12.0]])],
+        "boxes": [torch.tensor([[2.0, 2.0, 14.0, 14.0]])],
         "labels": [torch.tensor([13])],
         "occlusion": [torch.tensor([0.0])],
     }
@@ -43,7 +43,7 @@ def _case(seed: int = 0):
 
 
 NAMES = {
-    "det_cls", "det_box", "det", "seg_ce", "seg_boundary", "seg_dice", "seg_tiny", "seg_occlusion",
+    "det_cls", "det_box", "det", "det_num_pos", "seg_ce", "seg_boundary", "seg_dice", "seg_tiny", "seg_occlusion",
     "seg", "align", "align_iou", "completion", "aux", "gate_cost", "total",
 }  # fmt: skip
 
@@ -91,3 +91,25 @@ def test_missing_batch_key_message():
     del batch["semantic"]
     with pytest.raises(KeyError, match=r"batch has no 'semantic'"):
         DSJLoss()(out, batch)
+
+
+def test_matched_alignment_reaches_the_detector_box_regression():
+    out, batch = _case()
+    out.box_deltas.requires_grad_(True)
+    losses = DSJLoss()(out, batch)
+    assert losses["det_num_pos"].item() >= 1
+    losses["align"].backward()
+    assert out.box_deltas.grad.abs().sum() > 0  # the box and the mask constrain each other
+    assert out.seg_logits.grad.abs().sum() > 0
+
+
+def test_gt_alignment_gives_the_detector_no_gradient():
+    from damcseg_core.losses.alignment import AlignmentLossConfig
+
+    out, batch = _case()
+    out.box_deltas.requires_grad_(True)
+    losses = DSJLoss(LossConfig(alignment=AlignmentLossConfig(boxes="gt")))(out, batch)
+    assert (
+        not losses["align"].requires_grad
+        or torch.autograd.grad(losses["align"], out.box_deltas, allow_unused=True)[0] is None
+    )

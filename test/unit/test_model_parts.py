@@ -152,14 +152,41 @@ def _head(**kw):
 def test_head_output_matches_anchor_count():
     head = _head().eval()
     pyr = [torch.rand(1, 16, 8, 16), torch.rand(1, 16, 4, 8), torch.rand(1, 16, 2, 4)]
-    cls, box, anchors = head(pyr)
+    cls, box, anchors, levels = head(pyr)
     a = (8 * 16 + 4 * 8 + 2 * 4) * 9
     assert cls.shape == (1, a, 10) and box.shape == (1, a, 4) and anchors.shape == (a, 4)
+    assert torch.bincount(levels).tolist() == [8 * 16 * 9, 4 * 8 * 9, 2 * 4 * 9]
     assert torch.sigmoid(cls).mean().item() == pytest.approx(0.01, abs=0.005)  # focal prior
 
 
+def _stacked_case():
+    anchors = torch.tensor([[0.0, 0, 20, 20], [1.0, 1, 21, 21], [0.0, 0, 20, 20], [40.0, 40, 60, 60]])
+    cls = torch.full((1, 4, 10), -10.0)
+    cls[0, 0, 2] = 3.0  # best, class 2 -> train id 11 (person)
+    cls[0, 1, 2] = 2.0  # overlaps the best, same class -> suppressed
+    cls[0, 2, 3] = 1.0  # same place, other class (rider)
+    cls[0, 3, 0] = -1.0  # p = 0.27 < 0.3 -> dropped
+    return cls, torch.zeros(1, 4, 4), anchors
+
+
+def test_class_agnostic_nms_keeps_one_of_two_stacked_boxes_of_different_classes():
+    head = _head(score_threshold=0.3, nms_iou=0.5)  # class_agnostic_nms is the default
+    cls, deltas, anchors = _stacked_case()
+    boxes, scores, labels = head.postprocess(cls, deltas, anchors, (64, 64))
+    assert boxes[0].tolist() == [[0, 0, 20, 20]]
+    assert labels[0].tolist() == [DETECTION_TRAIN_IDS[2]]
+    assert scores[0].tolist() == pytest.approx([1 / (1 + math.exp(-3))])
+
+
+@pytest.mark.parametrize("cap", [0, 1])
+def test_max_detections_caps_the_output(cap):
+    head = _head(score_threshold=0.3, nms_iou=0.5, class_agnostic_nms=False, max_detections=cap)
+    boxes, _, _ = head.postprocess(*_stacked_case()[:2], _stacked_case()[2], (64, 64))
+    assert len(boxes[0]) == cap
+
+
 def test_postprocess_threshold_nms_and_train_ids():
-    head = _head(score_threshold=0.3, nms_iou=0.5)
+    head = _head(score_threshold=0.3, nms_iou=0.5, class_agnostic_nms=False)
     anchors = torch.tensor([[0.0, 0, 20, 20], [1.0, 1, 21, 21], [0.0, 0, 20, 20], [40.0, 40, 60, 60]])
     cls = torch.full((1, 4, 10), -10.0)
     cls[0, 0, 2] = 3.0  # best, class 2 -> train id 11 (person)
