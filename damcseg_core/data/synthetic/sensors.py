@@ -85,7 +85,8 @@ RGB is not changed by any model: at night it is already dark beyond the lights. 
 crowded scenes (6 drives x 3 frames, 256x512), mean luma difference between a pedestrian or
 rider (>= 40 px) and its 3 px surround: 3.5 of 255 outside the headlights and lamp pools (78
 people; per-pixel noise 7), 14.8 where artificial light exceeds 3x the ambient (75), 41.7 by day
-(153); ideal thermal: 17 K at night, 5.6 K by day.
+(153); thermal: 17 K at night and 5.6 K by day with the ideal camera, 7.0 K at night and 2.5 K
+by day with the realistic one (people cool with the air, parked things sit at it, blur and halo).
 """
 
 from __future__ import annotations
@@ -375,6 +376,22 @@ def realistic_part_temps(
     return out
 
 
+_FPN_PAD = 64
+
+
+@functools.lru_cache(maxsize=4)
+def _fpn_bank(height: int, width: int) -> np.ndarray:
+    """Unit normals a camera's pixel offset and gain patterns are read from (at seeded offsets).
+
+    Drawing two fresh full-size patterns per camera would cost more than the rest of the model
+    (the dataset makes a new drive, so a new camera, per sample).
+    """
+    rng = np.random.default_rng([height, width, 37])
+    bank = rng.standard_normal((2, height + _FPN_PAD, width + _FPN_PAD), dtype=np.float32)
+    bank.setflags(write=False)
+    return bank
+
+
 @dataclasses.dataclass
 class ThermalFpn:
     """Fixed-pattern noise of one thermal camera, in kelvin (offset) and relative gain."""
@@ -389,14 +406,14 @@ class ThermalFpn:
         rng = np.random.default_rng([seed & 0xFFFFFFFF, 31])
         col = rng.standard_normal(width).astype(np.float32) * model.column_fpn_k
         row = rng.standard_normal(height).astype(np.float32) * model.row_fpn_k
-        pix = rng.standard_normal((height, width), dtype=np.float32) * model.pixel_fpn_k
+        bank = _fpn_bank(height, width)
+        (py, px), (gy, gx) = rng.integers(0, _FPN_PAD, size=(2, 2))
+        pix = bank[0, py : py + height, px : px + width] * model.pixel_fpn_k
         yy = (np.arange(height, dtype=np.float32)[:, None] - (height - 1) / 2) / (height / 2)
         xx = (np.arange(width, dtype=np.float32)[None, :] - (width - 1) / 2) / (width / 2)
         shade = model.shading_k * float(rng.choice([-1.0, 1.0])) * (xx * xx + yy * yy) / 2.0
         offset = (row[:, None] + col[None, :] + pix + shade).astype(np.float32)
-        gain = (1.0 + model.gain_fpn * rng.standard_normal((height, width), dtype=np.float32)).astype(
-            np.float32
-        )
+        gain = (1.0 + model.gain_fpn * bank[1, gy : gy + height, gx : gx + width]).astype(np.float32)
         return cls(offset, gain, float(rng.uniform(0, 2 * math.pi)), float(rng.uniform()))
 
     def drift(self, t: float, model: ThermalCameraModel) -> float:
