@@ -21,6 +21,11 @@ camera_info                                                        ``plumb_bob``
 /ground_truth/condition        std_msgs/msg/String                 day / dusk / night / fog
 =============================  ==================================  ==========================================
 
+With ``transports`` the sensor images go on image_transport's topics instead, as
+``sensor_msgs/msg/CompressedImage`` (:mod:`damcseg_core.data.compressed_image`):
+``<topic>/compressed`` (rgb: JPEG; thermal mono16 and 16UC1 depth: 16-bit PNG) or, for depth,
+``<topic>/compressedDepth`` (12-byte ConfigHeader + PNG; 32FC1 as quantised inverse depth).
+
 Every message's bag timestamp equals the frame stamp, and every header carries that stamp and the
 frame id of its sensor (``camera_rgb_optical_frame`` etc.; ground truth uses the RGB camera's, whose
 pixel grid it labels). vision_msgs is not in the rosbags type store, so its 4.x definitions are
@@ -29,7 +34,9 @@ registered from their .msg text below (field for field those of vision_msgs 4.1 
 
 Reading (:func:`read_bag_samples`, :class:`BagDataset`) groups messages by header stamp (bag time
 for header-less messages) within ``slop_s`` and yields the canonical sample dict; a topic missing
-from the bag or from a group simply leaves that modality (or label) absent.
+from the bag or from a group simply leaves that modality (or label) absent. A sensor whose raw topic is not in
+the bag is read from ``<topic>/compressed`` (or, for depth, ``<topic>/compressedDepth``) when
+that is there, so bags recorded from compressed camera topics evaluate unchanged.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from damcseg_core import MODALITIES
+from damcseg_core.data import compressed_image
 from damcseg_core.data.io_utils import make_sample, parse_size
 
 __all__ = [
@@ -61,6 +69,7 @@ __all__ = [
     "iter_bag_messages",
     "pinhole_intrinsics",
     "read_bag_samples",
+    "resolve_sensor_topics",
     "write_drive_bag",
 ]
 
@@ -94,6 +103,7 @@ FRAME_IDS = {
 """Header frame id of each sensor (REP 103 optical frames)."""
 
 _IMAGE = "sensor_msgs/msg/Image"
+_COMPRESSED = "sensor_msgs/msg/CompressedImage"
 _INFO = "sensor_msgs/msg/CameraInfo"
 _DETECTIONS = "vision_msgs/msg/Detection2DArray"
 _FLOATS = "std_msgs/msg/Float32MultiArray"
@@ -168,6 +178,9 @@ class _MsgFactory:
             step=data.size // h,
             data=data,
         )
+
+    def compressed(self, header, fmt: str, data: bytes):
+        return self.t[_COMPRESSED](header=header, format=fmt, data=np.frombuffer(data, np.uint8))
 
     def camera_info(self, header, height: int, width: int, k: np.ndarray):
         roi = self.t["sensor_msgs/msg/RegionOfInterest"](
@@ -248,6 +261,33 @@ def _depth_payload(depth: np.ndarray, encoding: str) -> np.ndarray:
     return mm.astype(np.uint16)
 
 
+def _check_transports(transports: Mapping[str, str], depth_encoding: str) -> dict[str, str]:
+    out = dict.fromkeys(MODALITIES, "raw")
+    for modality, transport in transports.items():
+        if modality not in MODALITIES:
+            raise ValueError(f"transports keys must be modalities {list(MODALITIES)}, got {modality!r}")
+        if transport not in compressed_image.TRANSPORTS:
+            raise ValueError(
+                f"transport of {modality} must be one of {list(compressed_image.TRANSPORTS)}, got {transport!r}"
+            )
+        if transport == "compressedDepth" and modality != "depth":
+            raise ValueError(f"compressedDepth is a depth transport, not one for {modality}")
+        if (modality, transport, depth_encoding) == ("depth", "compressed", "32FC1"):
+            raise ValueError(
+                "32FC1 depth cannot go on <topic>/compressed (PNG/JPEG hold integers): use "
+                "transport 'compressedDepth' or depth_encoding='16UC1'"
+            )
+        out[modality] = transport
+    return out
+
+
+def _compressed_payload(modality: str, transport: str, array: np.ndarray, encoding: str, depth_max: float):
+    if transport == "compressedDepth":
+        return compressed_image.encode_compressed_depth(array, encoding, depth_max=depth_max)
+    codec = "jpeg" if modality == "rgb" else "png"  # 16-bit thermal counts and depth stay lossless
+    return compressed_image.encode_compressed(array, encoding, codec, quality=90)
+
+
 def write_drive_bag(
     path: str | Path,
     frames: Iterable[Any],
@@ -256,6 +296,8 @@ def write_drive_bag(
     dropouts: Mapping[str, Sequence[tuple[float, float]]] | None = None,
     topics: BagTopics = DEFAULT_TOPICS,
     intrinsics: np.ndarray | None = None,
+    transports: Mapping[str, str] | None = None,
+    compressed_depth_max: float = 100.0,
 ) -> dict[str, int]:
     """Write synthetic frames to a new rosbag2 on the standard topics (see the module docstring).
 
@@ -274,6 +316,11 @@ def write_drive_bag(
         intrinsics: 3x3 camera matrix shared by the three (co-registered) cameras. Default: the
             frame's own ``intrinsics`` (``SyntheticFrame`` carries its camera's), else
             :func:`pinhole_intrinsics` of the frame size with a 90 degree horizontal FOV.
+        transports: Per modality ``raw`` (default), ``compressed`` (on ``<topic>/compressed``:
+            rgb as JPEG quality 90, thermal and 16UC1 depth as 16-bit PNG) or, for depth,
+            ``compressedDepth`` (on ``<topic>/compressedDepth``); camera_info stays where it is.
+        compressed_depth_max: compressedDepth's ``depth_max`` (m): farther readings become
+            invalid (image_transport's default is 10 m; the synthetic drive sees farther).
 
     Returns:
         Number of messages written per topic.
@@ -290,6 +337,7 @@ def write_drive_bag(
             f"depth_encoding must be '32FC1' (metres) or '16UC1' (millimetres), got {depth_encoding!r}"
         )
     windows = _check_dropouts(dropouts or {})
+    transport_of = _check_transports(transports or {}, depth_encoding)
     path = Path(path)
     if path.exists():
         raise ValueError(f"bag path {path} already exists; rosbag2 writes a new directory, pick another path")
@@ -330,7 +378,19 @@ def write_drive_bag(
                     continue
                 header = make.header(stamp, FRAME_IDS[modality])
                 put(getattr(topics, f"{modality}_info"), _INFO, make.camera_info(header, h, w, k), stamp)
-                put(getattr(topics, modality), _IMAGE, make.image(header, array, encoding), stamp)
+                topic = getattr(topics, modality)
+                if transport_of[modality] == "raw":
+                    put(topic, _IMAGE, make.image(header, array, encoding), stamp)
+                else:
+                    fmt, data = _compressed_payload(
+                        modality, transport_of[modality], array, encoding, compressed_depth_max
+                    )
+                    put(
+                        compressed_image.transport_topic(topic, transport_of[modality]),
+                        _COMPRESSED,
+                        make.compressed(header, fmt, data),
+                        stamp,
+                    )
             gt_header = make.header(stamp, FRAME_IDS["rgb"])
             if frame.semantic is not None:
                 put(
@@ -487,6 +547,39 @@ def _index_groups(reader: AnyReader, conns: list, slop_ns: int) -> list[_Group]:
     return groups
 
 
+def resolve_sensor_topics(available: Iterable[str], topics: BagTopics = DEFAULT_TOPICS) -> BagTopics:
+    """``topics`` with each sensor whose raw topic is missing moved to its compressed topic.
+
+    A sensor keeps its raw topic when the bag has it; otherwise ``<topic>/compressed`` is used,
+    and for depth then ``<topic>/compressedDepth``, when the bag has that.
+    """
+    have = set(available)
+    changes = {}
+    for modality in MODALITIES:
+        topic = getattr(topics, modality)
+        if topic in have:
+            continue
+        options = ("compressed", "compressedDepth") if modality == "depth" else ("compressed",)
+        for transport in options:
+            candidate = compressed_image.transport_topic(topic, transport)
+            if candidate in have:
+                changes[modality] = candidate
+                break
+    return dataclasses.replace(topics, **changes)
+
+
+def _sensor_image(msg: Any, topic: str, modality: str) -> tuple[np.ndarray, str]:
+    """A sensor message (Image, or CompressedImage from image_transport) as (array, encoding)."""
+    if hasattr(msg, "encoding"):
+        return image_from_msg(msg, topic)
+    transport = "compressedDepth" if topic.endswith("/compressedDepth") else "compressed"
+    try:
+        decoded = compressed_image.decode(msg, modality, transport)
+    except compressed_image.CompressedImageError as exc:
+        raise ValueError(f"{topic}: {exc}") from exc
+    return decoded.array, decoded.encoding
+
+
 def _topic_list(topics: BagTopics) -> list[str]:
     return [topics.rgb, topics.depth, topics.thermal, topics.semantic, topics.instance,
             topics.objects, topics.occlusion, topics.condition]  # fmt: skip
@@ -500,12 +593,12 @@ def _sample_from_messages(
 ) -> dict[str, Any] | None:
     arrays: dict[str, np.ndarray] = {}
     if topics.rgb in msgs:
-        rgb, enc = image_from_msg(msgs[topics.rgb], topics.rgb)
+        rgb, enc = _sensor_image(msgs[topics.rgb], topics.rgb, "rgb")
         if rgb.ndim != 3:
             raise ValueError(f"{topics.rgb}: expected a colour image (rgb8/bgr8), got {enc}")
         arrays["rgb"] = rgb
     if topics.depth in msgs:
-        depth, enc = image_from_msg(msgs[topics.depth], topics.depth)
+        depth, enc = _sensor_image(msgs[topics.depth], topics.depth, "depth")
         if enc in ("16UC1", "mono16"):
             depth = depth.astype(np.float32) / 1000.0  # REP 118: 16-bit depth is millimetres
         elif enc != "32FC1":
@@ -514,7 +607,7 @@ def _sample_from_messages(
             )
         arrays["depth"] = depth
     if topics.thermal in msgs:
-        thermal, enc = image_from_msg(msgs[topics.thermal], topics.thermal)
+        thermal, enc = _sensor_image(msgs[topics.thermal], topics.thermal, "thermal")
         if thermal.ndim != 2:
             raise ValueError(
                 f"{topics.thermal}: thermal must be single channel (mono8/mono16/16UC1), got {enc}"
@@ -578,8 +671,9 @@ def read_bag_samples(
     size = parse_size(size)
     slop_ns = round(slop_s * 1e9)
     path = Path(path)
-    wanted = set(_topic_list(topics))
     with _open(path) as reader:
+        topics = resolve_sensor_topics((c.topic for c in reader.connections), topics)
+        wanted = set(_topic_list(topics))
         conns = [c for c in reader.connections if c.topic in wanted]
         groups = _index_groups(reader, conns, slop_ns)
         # Identical (connection, bag time, stamp) keys can repeat (duplicated messages): each
@@ -633,11 +727,12 @@ class BagDataset(torch.utils.data.Dataset):
         if slop_s < 0:
             raise ValueError(f"slop_s must be >= 0 seconds, got {slop_s}")
         self.path = Path(path)
-        self.topics = topics
         self.size = parse_size(size)
-        wanted = set(_topic_list(topics))
-        sensors = {topics.rgb, topics.depth, topics.thermal}
         with _open(self.path) as reader:
+            topics = resolve_sensor_topics((c.topic for c in reader.connections), topics)
+            self.topics = topics
+            wanted = set(_topic_list(topics))
+            sensors = {topics.rgb, topics.depth, topics.thermal}
             conns = [c for c in reader.connections if c.topic in wanted]
             topic_of = {c.id: c.topic for c in conns}
             groups = _index_groups(reader, conns, round(slop_s * 1e9))

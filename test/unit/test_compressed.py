@@ -191,7 +191,8 @@ def test_32fc1_inverse_depth_round_trip_within_the_quantisation_step():
     assert np.isnan(decoded.array[0, :4]).all()
     valid = np.isfinite(depth) & (depth > 0) & (depth < 10.0)
     valid[0, :4] = False
-    step = depth[valid] ** 2 / 10100.0  # d(d)/dq = d^2 / A: one quantisation level
+    d = depth[valid]
+    step = d**2 / (10100.0 - d)  # one quantisation level at depth d: A / (A/d - 1) - d
     assert (np.abs(decoded.array[valid] - depth[valid]) <= step + 1e-4).all()
 
 

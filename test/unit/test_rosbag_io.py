@@ -349,3 +349,107 @@ def test_zero_header_stamps_fall_back_to_bag_time(tmp_path: Path):
     samples = list(read_bag_samples(tmp_path / "b"))
     assert [s["meta"]["stamp_ns"] for s in samples] == [T0 + k * PERIOD_NS for k in range(3)]
     assert [int(_as_uint8(s["rgb"])[0, 0, 0]) for s in samples] == [0, 1, 2]
+
+
+# ------------------------------------------------------------------ compressed camera topics
+
+
+def _smooth_frame(i: int) -> Frame:
+    """make_frame with a smooth rgb (JPEG keeps it within a few levels) and depth within 0.3-60 m."""
+    frame = make_frame(i)
+    y, x = np.mgrid[0:H, 0:W]
+    frame.rgb = np.stack([x * 12, y * 15, (x + y) * 6], axis=-1).astype(np.uint8)
+    return frame
+
+
+@pytest.mark.parametrize(
+    ("depth_encoding", "depth_transport"),
+    [("32FC1", "compressedDepth"), ("16UC1", "compressedDepth"), ("16UC1", "compressed")],
+)
+def test_compressed_topics_are_written_and_read_back(
+    tmp_path: Path, storage: str, depth_encoding, depth_transport
+):
+    frames = [_smooth_frame(i) for i in range(3)]
+    bag = tmp_path / "drive"
+    counts = write_drive_bag(
+        bag, frames, storage=storage, depth_encoding=depth_encoding,
+        transports={"rgb": "compressed", "depth": depth_transport, "thermal": "compressed"},
+    )  # fmt: skip
+    rgb_topic = f"{DEFAULT_TOPICS.rgb}/compressed"
+    depth_topic = f"{DEFAULT_TOPICS.depth}/{depth_transport}"
+    assert counts[rgb_topic] == counts[depth_topic] == counts[f"{DEFAULT_TOPICS.thermal}/compressed"] == 3
+    assert DEFAULT_TOPICS.rgb not in counts and counts[DEFAULT_TOPICS.rgb_info] == 3
+    first = {m.topic: m for m in iter_bag_messages(bag, [rgb_topic, depth_topic])}
+    assert first[rgb_topic].msgtype == "sensor_msgs/msg/CompressedImage"
+    assert first[rgb_topic].msg.format == "rgb8; jpeg compressed bgr8"
+    expected_format = (
+        f"{depth_encoding}; compressedDepth png"
+        if depth_transport == "compressedDepth"
+        else "16UC1; png compressed 16UC1"
+    )
+    assert first[depth_topic].msg.format == expected_format
+    samples = list(read_bag_samples(bag))
+    assert len(samples) == 3
+    for frame, s in zip(frames, samples):
+        assert s["present"].tolist() == [True, True, True]
+        assert np.abs(_as_uint8(s["rgb"]).astype(int) - frame.rgb.astype(int)).mean() < 4  # JPEG q90
+        assert np.array_equal(
+            np.rint(s["thermal"][0].numpy() * 65535).astype(np.uint16), frame.thermal
+        )  # PNG
+        valid = np.isfinite(frame.depth) & (frame.depth > 0)
+        got = s["depth"][0].numpy()
+        assert (got[~valid] == 0).all()
+        # 16UC1: half a millimetre; 32FC1 inverse depth: at most one quantisation level, which at
+        # depth d is A / (A/d - 1) - d = d^2 / (A - d) (A = 10100; truncation rounds towards far)
+        d = frame.depth[valid]
+        tol = 0.0005 + 1e-6 if depth_encoding == "16UC1" else d**2 / (10100.0 - d) + 1e-4
+        assert (np.abs(got[valid] - frame.depth[valid]) <= tol).all()
+        assert s["labels"].tolist() == frame.labels.tolist()
+
+
+def test_bag_dataset_reads_compressed_topics(tmp_path: Path):
+    write_drive_bag(tmp_path / "b", [_smooth_frame(0)], transports={"rgb": "compressed"})
+    ds = BagDataset(tmp_path / "b")
+    assert ds.topics.rgb == f"{DEFAULT_TOPICS.rgb}/compressed" and ds.topics.depth == DEFAULT_TOPICS.depth
+    assert len(ds) == 1 and ds[0]["present"].tolist() == [True, True, True]
+
+
+def test_raw_topic_wins_when_both_are_in_the_bag():
+    from damcseg_core.data.rosbag_io import resolve_sensor_topics
+
+    have = [DEFAULT_TOPICS.rgb, f"{DEFAULT_TOPICS.rgb}/compressed", f"{DEFAULT_TOPICS.depth}/compressedDepth"]
+    resolved = resolve_sensor_topics(have)
+    assert resolved.rgb == DEFAULT_TOPICS.rgb
+    assert resolved.depth == f"{DEFAULT_TOPICS.depth}/compressedDepth"
+    assert resolved.thermal == DEFAULT_TOPICS.thermal  # absent either way: stays as named
+
+
+@pytest.mark.parametrize(
+    ("transports", "message"),
+    [
+        ({"lidar": "compressed"}, "transports keys must be modalities"),
+        ({"rgb": "theora"}, "transport of rgb must be one of"),
+        ({"rgb": "compressedDepth"}, "compressedDepth is a depth transport"),
+        ({"depth": "compressed"}, "32FC1 depth cannot go on <topic>/compressed"),
+    ],
+)
+def test_bad_transports_are_refused(tmp_path: Path, transports, message):
+    with pytest.raises(ValueError, match=message):
+        write_drive_bag(tmp_path / "b", FRAMES[:1], transports=transports)
+
+
+def test_corrupt_compressed_frame_names_the_topic(tmp_path: Path):
+    store = bag_typestore()
+    t = store.types
+    header = t["std_msgs/msg/Header"](stamp=t["builtin_interfaces/msg/Time"](sec=1, nanosec=0), frame_id="c")
+    msg = t["sensor_msgs/msg/CompressedImage"](
+        header=header,
+        format="rgb8; jpeg compressed bgr8",
+        data=np.frombuffer(b"\xff\xd8\xff\xe0garbage", np.uint8),
+    )
+    topic = f"{DEFAULT_TOPICS.rgb}/compressed"
+    with Writer(tmp_path / "b", version=8) as writer:
+        conn = writer.add_connection(topic, "sensor_msgs/msg/CompressedImage", typestore=store)
+        writer.write(conn, 10**9, store.serialize_cdr(msg, "sensor_msgs/msg/CompressedImage"))
+    with pytest.raises(ValueError, match=rf"{topic}: .*(truncated|no JPEG frame header)"):
+        list(read_bag_samples(tmp_path / "b"))
