@@ -33,6 +33,7 @@ __all__ = [
     "depth_value_faults",
     "image_to_array",
     "rgb_from_image",
+    "stamp_ns",
     "thermal_from_image",
     "to_modality",
 ]
@@ -83,6 +84,12 @@ class ImageConversionError(ValueError):
 
 INVALID_KINDS = ("encoding", "empty", "too_large", "step", "size")
 """``ImageConversionError.kind`` values :func:`check_image` raises (the node counts each)."""
+
+
+def stamp_ns(header: Any) -> int:
+    """Header stamp in nanoseconds. Unlike ``rclpy.time.Time.from_msg`` it does not raise on a
+    negative ``sec`` (a broken driver must not kill the node; the synchroniser drops it)."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 def check_image(msg: Any, modality: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Encoding:

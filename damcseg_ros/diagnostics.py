@@ -13,19 +13,28 @@ stamps, ``nan_frames`` / ``inf_frames`` / ``negative_frames`` / ``no_valid_frame
 values, ``resolution_changes``). Plus one ``"damcseg: pipeline"`` status with processing time,
 end-to-end latency (clock now - frame stamp), groups / frames / drops (``frames + errors +
 dropped == groups`` once the worker is idle), invalid inputs, synchroniser resets, groups whose
-sensors name different frame_ids, model and device.
+sensors name different frame_ids, the mean number of published boxes per frame since the
+previous ``/diagnostics`` message (``boxes_per_frame``), model and device.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-from damcseg_ros.sync import SensorState
+from damcseg_ros.sync import MODALITIES, SensorState
 
-__all__ = ["PipelineStats", "RateMeter", "diagnostic_array", "pipeline_status", "sensor_status"]
+__all__ = [
+    "PipelineStats",
+    "RateMeter",
+    "diagnostic_array",
+    "input_statuses",
+    "pipeline_status",
+    "sensor_status",
+]
 
 HARDWARE_ID = "damcseg"
 _LEVEL_FOR_STATE = {SensorState.OK: DiagnosticStatus.OK, SensorState.LATE: DiagnosticStatus.WARN}
@@ -54,7 +63,7 @@ class RateMeter:
 
 @dataclasses.dataclass
 class PipelineStats:
-    """Numbers the worker thread updates for the pipeline status."""
+    """Numbers the worker thread updates for the pipeline status (the caller holds a lock)."""
 
     groups: int = 0  # groups the synchroniser emitted (each is processed, dropped or failed)
     frames: int = 0  # groups processed
@@ -67,6 +76,41 @@ class PipelineStats:
     resets: int = 0  # synchroniser resets (stamps or clock jumped back)
     frame_id_mismatch: int = 0  # groups whose sensors name different frame_ids (accepted)
     last_error: str = ""
+    window_frames: int = 0  # frames processed since the last /diagnostics message
+    window_boxes: int = 0  # boxes published in those frames
+
+    completed: tuple[str, ...] = ()  # modalities the model completed in the last frame
+
+    def add_group(self, frame_id_mismatch: bool, replaced: bool) -> None:
+        """A group left the synchroniser (``replaced``: it pushed an older one out of the mailbox)."""
+        self.groups += 1
+        self.frame_id_mismatch += int(frame_id_mismatch)
+        self.dropped += int(replaced)
+
+    def add_frame(self, processing_ms: float, result: Any, latency_ms: float, boxes: int) -> None:
+        """A frame processed and published (``boxes`` published)."""
+        self.frames += 1
+        self.window_frames += 1
+        self.window_boxes += boxes
+        self.processing_ms, self.inference_ms = processing_ms, float(result.inference_ms)
+        self.latency_ms, self.last_error = latency_ms, ""
+        self.completed = tuple(result.completed)
+
+    def add_error(self, exc: BaseException) -> None:
+        """A frame whose processing raised."""
+        self.errors += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+
+    def take(self) -> PipelineStats:
+        """A copy for one ``/diagnostics`` message; the window (boxes per frame) starts again."""
+        snapshot = dataclasses.replace(self)
+        self.window_frames = self.window_boxes = 0
+        return snapshot
+
+    @property
+    def boxes_per_frame(self) -> float:
+        """Mean published boxes per frame over the diagnostics window (0 without frames)."""
+        return self.window_boxes / self.window_frames if self.window_frames else 0.0
 
 
 def _kv(key: str, value: object) -> KeyValue:
@@ -120,6 +164,27 @@ def sensor_status(
     return status
 
 
+def input_statuses(
+    sync: Any, enabled: tuple[str, ...], rates: dict[str, RateMeter], health: Any,
+    completed: tuple[str, ...], now: float,
+) -> list[DiagnosticStatus]:  # fmt: skip
+    """One :func:`sensor_status` per modality from the synchroniser (None before activation), the
+    rate meters and the ``InputHealth`` counters; ``now`` is the rate meters' clock."""
+    statuses = []
+    for m in MODALITIES:
+        on = m in enabled and sync is not None
+        counters = sync.counters[m] if on else None
+        statuses.append(
+            sensor_status(
+                m, sync.states[m] if on else SensorState.MISSING, rates[m].rate(now),
+                sync.age(m) if on else 0.0, counters.received if on else 0, counters.dropped if on else 0,
+                health.invalid(m), completed_by_model=on and m in completed, enabled=m in enabled,
+                faults=health.fault_counts(m, counters),
+            )
+        )  # fmt: skip
+    return statuses
+
+
 def pipeline_status(stats: PipelineStats, model: str, device: str, active: bool) -> DiagnosticStatus:
     """Status of the processing pipeline (ERROR when the last frame failed, WARN when idle)."""
     status = DiagnosticStatus(name="damcseg: pipeline", hardware_id=HARDWARE_ID)
@@ -142,6 +207,7 @@ def pipeline_status(stats: PipelineStats, model: str, device: str, active: bool)
         _kv("errors", stats.errors),
         _kv("resets", stats.resets),
         _kv("frame_id_mismatch", stats.frame_id_mismatch),
+        _kv("boxes_per_frame", stats.boxes_per_frame),
         _kv("model", model),
         _kv("device", device),
     ]

@@ -6,6 +6,8 @@
 * ``detections``: ``vision_msgs/Detection2DArray`` with bbox centre/size in input pixels.
 * ``label_info``: ``vision_msgs/LabelInfo`` (the model's class ids with their names).
 * ``scene_complexity``: ``damcseg_ros/SceneComplexity`` with every field of the result.
+
+:class:`OutputPublishers` owns the node's output topics and publishes one frame to all of them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from damcseg_ros.sync import MODALITIES
 
 __all__ = [
     "PNG_FORMAT",
+    "OutputPublishers",
     "color_image",
     "compressed_mask",
     "detections",
@@ -176,3 +179,59 @@ def scene_complexity(result: Any, header: Any, num_targets: int) -> SceneComplex
         setattr(msg, f"{m}_present", m in result.present)
         setattr(msg, f"{m}_completed", m in result.completed)
     return msg
+
+
+class OutputPublishers:
+    """The node's output topics: created at configure, filled once per processed frame.
+
+    ``~/segmentation``, ``~/detections``, ``~/scene_complexity`` and the latched ``~/label_info``
+    always; ``~/segmentation/color`` and ``~/segmentation/compressed`` when asked for. A new
+    output topic is one more entry here (and in ``docs/interfaces.md``).
+
+    Args:
+        node: a lifecycle node (``create_lifecycle_publisher``).
+        p: the node parameters (``output_qos_depth``, ``publish_*``, thresholds, ``color_alpha``).
+        predictor: what the frames come from (its ``class_names`` and ``palette``).
+    """
+
+    def __init__(self, node: Any, p: Any, predictor: Any) -> None:
+        from damcseg_ros.qos import latched_qos
+
+        self._node, self._p, self._predictor = node, p, predictor
+        make, depth = node.create_lifecycle_publisher, p.output_qos_depth
+        self.pubs = {
+            "mask": make(Image, "~/segmentation", depth),
+            "detections": make(Detection2DArray, "~/detections", depth),
+            "scene": make(SceneComplexity, "~/scene_complexity", depth),
+            "label_info": make(LabelInfo, "~/label_info", latched_qos()),
+        }
+        if p.publish_color:
+            self.pubs["color"] = make(Image, "~/segmentation/color", depth)
+        if p.publish_compressed:
+            self.pubs["compressed"] = make(CompressedImage, "~/segmentation/compressed", depth)
+
+    def publish_label_info(self, header: Any) -> None:
+        """The model's classes and the detection threshold (latched: late subscribers get it too)."""
+        self.pubs["label_info"].publish(
+            label_info(self._predictor.class_names, self._p.score_threshold, header)
+        )
+
+    def publish(self, result: Any, rgb: np.ndarray | None, header: Any) -> int:
+        """Every per-frame output of ``result`` with ``header``; returns the boxes published."""
+        p, pubs = self._p, self.pubs
+        pubs["mask"].publish(mask_image(result.mask, header))
+        if "color" in pubs:
+            pubs["color"].publish(
+                color_image(result.mask, rgb, p.color_alpha, header, self._predictor.palette)
+            )
+        if "compressed" in pubs:
+            pubs["compressed"].publish(compressed_mask(result.mask, header))
+        dets = detections(result, header, p.score_threshold, p.class_id_format)
+        pubs["detections"].publish(dets)
+        pubs["scene"].publish(scene_complexity(result, header, num_targets=len(result.scores)))
+        return len(dets.detections)
+
+    def destroy(self) -> None:
+        for pub in self.pubs.values():
+            self._node.destroy_lifecycle_publisher(pub)
+        self.pubs = {}

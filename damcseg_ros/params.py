@@ -1,11 +1,19 @@
-"""The node's ROS parameters: one table with description and range per parameter, read once.
+"""The node's ROS parameters: one table, the single source of everything a parameter needs.
 
-``declare(node)`` declares every parameter with a ``ParameterDescriptor`` (description, range,
-read-only where a change needs a re-configure) and installs a set-time validator, so a bad value
-(negative deadline, unknown device, unknown reliability) is refused with a reason by
-``ros2 param set`` / ``--params-file`` instead of failing later. ``read(node)`` then turns the
-values into the typed :class:`NodeParams` the rest of the node uses; it is called at each
-``configure`` transition, so changed values take effect at the next configure.
+:data:`PARAMETERS` holds each parameter once (name, default, description, range or choices).
+From it come:
+
+* ``declare(node)``: every parameter with a ``ParameterDescriptor`` (description, range) and a
+  set-time validator (:func:`validate`), so a bad value (negative deadline, unknown device,
+  unknown reliability) is refused with a reason by ``ros2 param set`` / ``--params-file``;
+* ``read(node)``: the typed :class:`NodeParams` (called at each ``configure``); a parameter
+  fills the field of its name, or with ``group`` set, the grouped field (``modalities``,
+  ``sync``, ``detection``);
+* :func:`yaml_defaults`: the ``/**: ros__parameters:`` tree that ``config/damcseg.yaml`` holds;
+* :func:`launch_arguments`: rows ``(name, default, description, choices)`` for the launch file.
+
+``test/unit/test_params_spec.py`` checks that the table, :class:`NodeParams` and
+``config/damcseg.yaml`` agree.
 """
 
 from __future__ import annotations
@@ -19,7 +27,16 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 from damcseg_ros.sync import MODALITIES, SyncConfig
 
-__all__ = ["PARAMETERS", "NodeParams", "ParamSpec", "declare", "read", "validate"]
+__all__ = [
+    "PARAMETERS",
+    "NodeParams",
+    "ParamSpec",
+    "declare",
+    "launch_arguments",
+    "read",
+    "validate",
+    "yaml_defaults",
+]
 
 RELIABILITIES = ("best_effort", "reliable")
 CLASS_ID_FORMATS = ("name", "id")
@@ -35,14 +52,10 @@ class ParamSpec:
     default: Any
     description: str
     range: tuple[float, float] | None = None  # inclusive numeric range (rclpy enforces it too)
+    choices: tuple[str, ...] | None = None  # the allowed strings
     check: Callable[[Any], str | None] | None = None  # returns a reason when the value is bad
-
-
-def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        return None if value in choices else f"must be one of {list(choices)}, got '{value}'"
-
-    return check
+    group: str | None = None  # NodeParams field built from several parameters; None: field = name
+    launch: bool = False  # offered as a launch argument (launch_arguments())
 
 
 def _device(value: Any) -> str | None:
@@ -58,6 +71,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "",
         "Path of a damcseg checkpoint (.pt). Empty: the package default "
         "damcseg_core/weights/damcseg_edge.pt if present.",
+        launch=True,
     ),
     ParamSpec(
         "model",
@@ -65,15 +79,17 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "Registered variant (damcseg_tiny, damcseg_edge, damcseg_paper) with RANDOM weights, used when "
         "set and 'checkpoint' is empty (it takes precedence over the package default): for tests and "
         "bring-up only, outputs are meaningless. Leave empty in production.",
+        launch=True,
     ),
-    ParamSpec("device", "cpu", "Torch device: cpu, cuda or cuda:N.", check=_device),
+    ParamSpec("device", "cpu", "Torch device: cpu, cuda or cuda:N.", check=_device, launch=True),
     ParamSpec(
         "backend",
         "torch",
         "Inference backend: 'torch' (the checkpoint in PyTorch) or 'onnxruntime' (the graphs in "
         "'onnx_path', written by damcseg-export; TensorRT/CUDA execution providers are used when "
         "onnxruntime offers them, else CPU; 'device' then only applies to torch).",
-        check=_one_of(BACKENDS),
+        choices=BACKENDS,
+        launch=True,
     ),
     ParamSpec(
         "onnx_path",
@@ -81,6 +97,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "backend 'onnxruntime' only: the folder written by damcseg-export (dense_<subset>.onnx + "
         "local.onnx) or one dense_<subset>.onnx in it. Checked at configure against 'model' / "
         "'checkpoint' (same variant and input size).",
+        launch=True,
     ),
     ParamSpec(
         "min_confidence",
@@ -95,20 +112,47 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         range=(0.0, 1.0),
     ),
     ParamSpec(
+        "detection.score_threshold",
+        0.3,
+        "Model post-processing: candidate boxes below this score are discarded before NMS, so they "
+        "never reach the scene estimate (D, O), the ROI path or the output. 'score_threshold' then "
+        "filters what is published.",
+        range=(0.0, 1.0),
+        group="detection",
+    ),
+    ParamSpec(
+        "detection.max_detections",
+        50,
+        "Model post-processing: at most this many boxes per frame after NMS (highest scores kept).",
+        range=(0, 1000),
+        group="detection",
+    ),
+    ParamSpec(
+        "detection.class_agnostic_nms",
+        True,
+        "Model post-processing: NMS across classes (one box per object even when two classes fire); "
+        "false: per class.",
+        group="detection",
+    ),
+    ParamSpec(
         "class_id_format",
         "name",
         "Detection2D hypothesis class_id: 'name' (e.g. 'car') or 'id' (train id as text, e.g. '13').",
-        check=_one_of(CLASS_ID_FORMATS),
+        choices=CLASS_ID_FORMATS,
     ),
-    ParamSpec("use_rgb", True, "Subscribe to rgb/image."),
-    ParamSpec("use_depth", True, "Subscribe to depth/image (registered to the RGB camera)."),
-    ParamSpec("use_thermal", True, "Subscribe to thermal/image (registered to the RGB camera)."),
+    ParamSpec("use_rgb", True, "Subscribe to rgb/image.", group="modalities"),
+    ParamSpec(
+        "use_depth", True, "Subscribe to depth/image (registered to the RGB camera).", group="modalities"
+    ),
+    ParamSpec(
+        "use_thermal", True, "Subscribe to thermal/image (registered to the RGB camera).", group="modalities"
+    ),
     ParamSpec("use_camera_info", False, "Also subscribe to <input>/camera_info and check its size."),
     ParamSpec(
         "qos_reliability",
         "best_effort",
         "Reliability of the image subscriptions: best_effort (sensor data) or reliable.",
-        check=_one_of(RELIABILITIES),
+        choices=RELIABILITIES,
     ),
     ParamSpec("qos_depth", 1, "Queue depth of the image subscriptions (keep last).", range=(1, 100)),
     ParamSpec(
@@ -119,36 +163,42 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         0.02,
         "Max header-stamp difference (s) between messages of one group.",
         range=(0.0, 1.0),
+        group="sync",
     ),
     ParamSpec(
         "sync.deadline.rgb",
         0.05,
         "Wait at most this long (s) for rgb after a group opened.",
         range=(0.0, 5.0),
+        group="sync",
     ),
     ParamSpec(
         "sync.deadline.depth",
         0.05,
         "Wait at most this long (s) for depth after a group opened.",
         range=(0.0, 5.0),
+        group="sync",
     ),
     ParamSpec(
         "sync.deadline.thermal",
         0.05,
         "Wait at most this long (s) for thermal after a group opened.",
         range=(0.0, 5.0),
+        group="sync",
     ),
     ParamSpec(
         "sync.missing_after",
         1.0,
         "A sensor silent for this long (s) is 'missing' (ERROR on /diagnostics) and no longer waited for.",
         range=(0.01, 60.0),
+        group="sync",
     ),
     ParamSpec(
         "sync.max_future",
         1.0,
         "Stamps further ahead of the node clock than this (s) are dropped.",
         range=(0.0, 3600.0),
+        group="sync",
     ),
     ParamSpec("publish_color", True, "Publish ~/segmentation/color (rgb8 overlay)."),
     ParamSpec("publish_compressed", False, "Publish ~/segmentation/compressed (lossless PNG of the mask)."),
@@ -166,7 +216,11 @@ _SPECS = {p.name: p for p in PARAMETERS}
 
 @dataclasses.dataclass(frozen=True)
 class NodeParams:
-    """Typed, validated view of the parameters (read once per configure)."""
+    """Typed, validated view of the parameters (read once per configure).
+
+    One field per ungrouped parameter, same name; the grouped ones fill ``modalities``
+    (``use_<m>``), ``sync`` (``sync.*``) and ``detection`` (``detection.*``).
+    """
 
     autostart: bool
     checkpoint: str
@@ -175,27 +229,29 @@ class NodeParams:
     backend: str  # torch | onnxruntime
     onnx_path: str  # exported folder/file for the onnxruntime backend
     min_confidence: float
-    score_threshold: float
+    score_threshold: float  # publishing filter and LabelInfo.threshold
     class_id_format: str
-    modalities: tuple[str, ...]  # enabled inputs, from use_rgb / use_depth / use_thermal
     use_camera_info: bool
     qos_reliability: str
     qos_depth: int
     max_pixels: int
-    sync: SyncConfig
     publish_color: bool
     publish_compressed: bool
     color_alpha: float
     output_qos_depth: int
     diagnostics_period: float
     qos_check_period: float
+    modalities: tuple[str, ...]  # enabled inputs, from use_rgb / use_depth / use_thermal
+    sync: SyncConfig
+    detection: dict[str, Any]  # load_predictor(detection=...): score_threshold, max_detections, ...
 
 
-def validate(name: str, value: Any) -> str | None:
-    """The reason ``value`` is not acceptable for parameter ``name``, or None when it is."""
-    spec = _SPECS.get(name)
-    if spec is None:
-        return None  # not ours (e.g. use_sim_time)
+GROUPS = ("modalities", "sync", "detection")
+"""The :class:`NodeParams` fields built from several parameters (``ParamSpec.group``)."""
+
+
+def _type_reason(spec: ParamSpec, value: Any) -> str | None:
+    name = spec.name
     if isinstance(spec.default, bool):
         if not isinstance(value, bool):
             return f"{name} must be true or false, got {value!r}"
@@ -207,8 +263,21 @@ def validate(name: str, value: Any) -> str | None:
             return f"{name} must be a number, got {value!r}"
     elif isinstance(spec.default, str) and not isinstance(value, str):
         return f"{name} must be a string, got {value!r}"
+    return None
+
+
+def validate(name: str, value: Any) -> str | None:
+    """The reason ``value`` is not acceptable for parameter ``name``, or None when it is."""
+    spec = _SPECS.get(name)
+    if spec is None:
+        return None  # not ours (e.g. use_sim_time)
+    reason = _type_reason(spec, value)
+    if reason:
+        return reason
     if spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
         return f"{name} must be in [{spec.range[0]}, {spec.range[1]}], got {value}"
+    if spec.choices is not None and value not in spec.choices:
+        return f"{name} must be one of {list(spec.choices)}, got '{value}'"
     if spec.check is not None:
         reason = spec.check(value)
         if reason:
@@ -227,6 +296,8 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
         else:
             desc.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
         desc.additional_constraints = f"range [{lo}, {hi}]"
+    elif spec.choices is not None:
+        desc.additional_constraints = "one of " + ", ".join(spec.choices)
     return desc
 
 
@@ -246,43 +317,60 @@ def declare(node: Any) -> None:
         node.declare_parameter(spec.name, spec.default, _descriptor(spec))
 
 
-def read(node: Any) -> NodeParams:
-    """Read the declared parameters into :class:`NodeParams`.
+def from_values(values: dict[str, Any]) -> NodeParams:
+    """:class:`NodeParams` from ``{parameter name: value}`` (every name of :data:`PARAMETERS`).
 
     Raises:
         ValueError: no input enabled (the message names the parameters).
     """
-    v = {spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS}
+    v = {spec.name: type(spec.default)(values[spec.name]) for spec in PARAMETERS}
     modalities = tuple(m for m in MODALITIES if v[f"use_{m}"])
     if not modalities:
         raise ValueError("no input enabled: set at least one of use_rgb, use_depth, use_thermal to true")
     sync = SyncConfig(
         modalities=modalities,
-        slop=float(v["sync.slop"]),
-        deadlines={m: float(v[f"sync.deadline.{m}"]) for m in MODALITIES},
-        missing_after=float(v["sync.missing_after"]),
-        max_future=float(v["sync.max_future"]),
+        slop=v["sync.slop"],
+        deadlines={m: v[f"sync.deadline.{m}"] for m in MODALITIES},
+        missing_after=v["sync.missing_after"],
+        max_future=v["sync.max_future"],
     )
-    return NodeParams(
-        autostart=bool(v["autostart"]),
-        checkpoint=str(v["checkpoint"]),
-        model=str(v["model"]),
-        device=str(v["device"]),
-        backend=str(v["backend"]),
-        onnx_path=str(v["onnx_path"]),
-        min_confidence=float(v["min_confidence"]),
-        score_threshold=float(v["score_threshold"]),
-        class_id_format=str(v["class_id_format"]),
-        modalities=modalities,
-        use_camera_info=bool(v["use_camera_info"]),
-        qos_reliability=str(v["qos_reliability"]),
-        qos_depth=int(v["qos_depth"]),
-        max_pixels=int(v["max_pixels"]),
-        sync=sync,
-        publish_color=bool(v["publish_color"]),
-        publish_compressed=bool(v["publish_compressed"]),
-        color_alpha=float(v["color_alpha"]),
-        output_qos_depth=int(v["output_qos_depth"]),
-        diagnostics_period=float(v["diagnostics_period"]),
-        qos_check_period=float(v["qos_check_period"]),
-    )
+    detection = {s.name.split(".", 1)[1]: v[s.name] for s in PARAMETERS if s.group == "detection"}
+    plain = {s.name: v[s.name] for s in PARAMETERS if s.group is None}
+    return NodeParams(**plain, modalities=modalities, sync=sync, detection=detection)
+
+
+def read(node: Any) -> NodeParams:
+    """Read the declared parameters of ``node`` into :class:`NodeParams` (see :func:`from_values`)."""
+    return from_values({spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS})
+
+
+def yaml_defaults() -> dict[str, Any]:
+    """The ``{"/**": {"ros__parameters": {...}}}`` tree of every default (dotted names nested)."""
+    tree: dict[str, Any] = {}
+    for spec in PARAMETERS:
+        *parents, leaf = spec.name.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = spec.default
+    return {"/**": {"ros__parameters": tree}}
+
+
+def _launch_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def launch_arguments() -> list[tuple[str, str, str, tuple[str, ...] | None]]:
+    """Launch-argument rows ``(name, default, description, choices)`` of the parameters marked
+    ``launch``, in table order.
+
+    ``default`` is the node's built-in default as launch text (``"true"``, ``"0.3"``, ``""``);
+    ``choices`` the allowed strings (``("true", "false")`` for booleans) or None for free values.
+    """
+    rows = []
+    for spec in PARAMETERS:
+        if not spec.launch:
+            continue
+        choices = ("true", "false") if isinstance(spec.default, bool) else spec.choices
+        rows.append((spec.name, _launch_text(spec.default), spec.description, choices))
+    return rows

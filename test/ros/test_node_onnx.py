@@ -15,7 +15,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from damcseg_core.export import export_onnx  # noqa: E402
-from damcseg_core.inference import Predictor  # noqa: E402
+from damcseg_core.inference import load_predictor  # noqa: E402
 from damcseg_core.models import build_model  # noqa: E402
 from damcseg_ros import conversions, params  # noqa: E402
 
@@ -136,7 +136,9 @@ def test_node_process_publishes_the_torch_mask(kit, ros_context, onnx_dir, tmp_p
         frames.destroy()
         proc.stop()
     assert "onnxruntime" in proc.log()
-    torch_predictor = Predictor.from_name("damcseg_tiny", seed=0)
+    # The node's own detection settings (parameter defaults), so both run the same ROIs.
+    defaults = params.from_values({s.name: s.default for s in params.PARAMETERS})
+    torch_predictor = load_predictor(model="damcseg_tiny", seed=0, detection=defaults.detection)
     checked = 0
     for msg in list(masks.msgs)[:2]:
         stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)

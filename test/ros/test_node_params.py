@@ -12,8 +12,8 @@ rclpy = pytest.importorskip("rclpy")
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
+from damcseg_core.inference import resolve_model_source  # noqa: E402
 from damcseg_ros import params  # noqa: E402
-from damcseg_ros.node import resolve_model_source  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -88,9 +88,9 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 def test_config_file_lists_every_parameter_with_its_default():
     import yaml
 
-    from damcseg_ros.node import DEFAULT_CHECKPOINT
+    from damcseg_core.inference import default_checkpoint
 
-    config = yaml.safe_load((DEFAULT_CHECKPOINT.parents[2] / "config" / "damcseg.yaml").read_text())
+    config = yaml.safe_load((default_checkpoint().parents[2] / "config" / "damcseg.yaml").read_text())
     values = _flatten(config["/**"]["ros__parameters"])
     assert set(values) == {spec.name for spec in params.PARAMETERS}
     for spec in params.PARAMETERS:

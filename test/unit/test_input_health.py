@@ -1,0 +1,179 @@
+"""InputHealth (ROS-free): one count per bad input, reasons logged once per period, never a flood."""
+
+from __future__ import annotations
+
+import pytest
+
+from damcseg_ros.input_health import FAULT_COUNTERS, LOG_PERIOD_S, InputHealth
+from damcseg_ros.sync import SensorState
+
+
+class Logger:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def info(self, text: str) -> None:
+        self.lines.append(("info", text))
+
+    def warning(self, text: str) -> None:
+        self.lines.append(("warning", text))
+
+    def error(self, text: str) -> None:
+        self.lines.append(("error", text))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def health():
+    log, clock = Logger(), Clock()
+    return InputHealth(log, clock), log, clock
+
+
+def test_a_rejected_message_is_counted_once(health):
+    h, log, _ = health
+    h.rejected("rgb", "encoding", "rgb image has unsupported encoding 'yuv422'")
+    assert h.faults["rgb"]["invalid_encoding"] == 1
+    assert h.invalid("rgb") == 1 and h.total_invalid() == 1 and h.invalid("depth") == 0
+    assert log.lines == [("warning", "dropping rgb image: rgb image has unsupported encoding 'yuv422'")]
+
+
+def test_the_same_fault_is_logged_once_per_period_but_always_counted(health):
+    h, log, clock = health
+    for _ in range(5):
+        h.rejected("depth", "size", "bad payload")
+    assert h.faults["depth"]["invalid_size"] == 5 and len(log.lines) == 1
+    clock.t += LOG_PERIOD_S
+    h.rejected("depth", "size", "bad payload")
+    assert len(log.lines) == 2
+
+
+def test_two_faults_do_not_hide_behind_one_throttle(health):
+    h, log, _ = health
+    h.rejected("rgb", "encoding", "a")
+    h.rejected("rgb", "step", "b")
+    h.rejected("thermal", "encoding", "c")
+    assert [text for _, text in log.lines] == [
+        f"dropping {m} image: {t}" for m, t in (("rgb", "a"), ("rgb", "b"), ("thermal", "c"))
+    ]
+
+
+def test_resolution_change_is_counted_and_explained(health):
+    h, log, _ = health
+    h.size("rgb", 640, 480)
+    h.size("rgb", 640, 480)
+    h.size("rgb", 1280, 960)
+    assert h.faults["rgb"]["resolution_changes"] == 1
+    assert log.lines == [
+        ("info", "rgb resolution changed from 640x480 to 1280x960; processing continues at the new size "
+                 "(outputs follow the rgb size)")
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "stamp", "text"),
+    [
+        ("zero_stamp", 0, "dropping rgb image: header stamp is zero or negative (0.000 s)"),
+        (
+            "future_stamp",
+            12_000_000_000,
+            "stamp is 10.000 s ahead of the node clock (sync.max_future = 1.0 s)",
+        ),
+        ("duplicate", 5_000_000_000, "same stamp as the previous rgb message (duplicate, 5.000 s)"),
+        (
+            "out_of_order",
+            5_000_000_000,
+            "stamp 5.000 s is older than the previous rgb message (out of order)",
+        ),
+    ],
+)
+def test_dropped_stamps_are_explained(health, kind, stamp, text):
+    h, log, _ = health
+    h.dropped("rgb", kind, stamp, now_ns=2_000_000_000, max_future=1.0)
+    assert len(log.lines) == 1 and text in log.lines[0][1]
+
+
+def test_too_late_is_counted_by_the_synchroniser_without_a_line(health):
+    h, log, _ = health
+    h.dropped("thermal", "too_late", 1, 2, 1.0)
+    assert log.lines == []
+
+
+def test_depth_values_count_frames_not_pixels(health):
+    h, log, _ = health
+    h.depth_values({"nan": 10, "inf": 0, "negative": 2}, pixels=100, any_valid=True)
+    h.depth_values({"nan": 0, "inf": 0, "negative": 0}, pixels=100, any_valid=False)
+    f = h.faults["depth"]
+    assert (f["nan_frames"], f["inf_frames"], f["negative_frames"], f["no_valid_frames"]) == (1, 0, 1, 1)
+    assert (
+        "info",
+        "depth image has 10 of 100 pixels NaN (no return, REP 118); treated as invalid (0)",
+    ) in log.lines
+    assert [lvl for lvl, _ in log.lines] == ["info", "warning", "warning"]
+
+
+def test_fault_counts_are_listed_in_order_with_the_synchroniser_drops(health):
+    h, _, _ = health
+    h.rejected("rgb", "empty", "x")
+
+    class Counters:
+        zero_stamp, future_stamp, duplicate, out_of_order, too_late = 1, 2, 3, 4, 5
+
+    counts = h.fault_counts("rgb", Counters())
+    assert tuple(counts) == FAULT_COUNTERS
+    assert (counts["invalid_empty"], counts["zero_stamp"], counts["too_late"]) == (1, 1, 5)
+    assert h.fault_counts("rgb")["duplicate"] == 0
+
+
+def test_reset_zeroes_the_counters(health):
+    h, _, _ = health
+    h.rejected("rgb", "empty", "x")
+    h.reset()
+    assert h.total_invalid() == 0
+
+
+def test_frame_ids_mismatch_is_reported_once_an_hour(health):
+    h, log, clock = health
+    assert not h.frame_ids({"rgb": "cam", "depth": "cam"}, "rgb")
+    assert h.frame_ids({"rgb": "cam", "depth": "depth_optical"}, "rgb")
+    clock.t += 600
+    assert h.frame_ids({"rgb": "cam", "depth": "depth_optical"}, "rgb")
+    assert len(log.lines) == 1
+    assert (
+        "sensors of one frame name different frame_ids (rgb: 'cam', depth: 'depth_optical'); accepted"
+        in log.lines[0][1]
+    )
+
+
+def test_state_changes_missing_is_an_error_every_time(health):
+    h, log, _ = health
+
+    class Event:
+        def __init__(self, old, new):
+            self.modality, self.old, self.new = "thermal", old, new
+
+        def __str__(self):
+            return f"thermal input: {self.old.value} -> {self.new.value}"
+
+    h.sync_result(
+        True, [Event(SensorState.OK, SensorState.MISSING), Event(SensorState.OK, SensorState.MISSING)]
+    )
+    assert [lvl for lvl, _ in log.lines] == ["warning", "error", "error"]
+    assert "synchroniser reset" in log.lines[0][1]
+
+
+def test_camera_info_size_mismatch_is_said_once(health):
+    h, log, _ = health
+    h.camera_info("depth", (640, 480), (640, 480))
+    h.camera_info("depth", None, (320, 240))
+    h.camera_info("depth", (640, 480), (320, 240))
+    h.camera_info("depth", (640, 480), (320, 240))
+    assert log.lines == [
+        ("warning", "depth/camera_info is 640x480 but depth/image is 320x240; check the remapping")
+    ]
