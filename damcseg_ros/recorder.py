@@ -49,9 +49,15 @@ def _find_msg_file(msgtype: str) -> Path:
     )
 
 
+def _distro_store() -> Stores:
+    """The rosbags type store of the running distro (``ROS_DISTRO``; Kilted when unknown)."""
+    distro = os.environ.get("ROS_DISTRO", "").strip().upper()
+    return getattr(Stores, f"ROS2_{distro}", Stores.ROS2_KILTED) if distro else Stores.ROS2_KILTED
+
+
 def typestore_for(msgtypes: list[str]):
-    """A rosbags typestore (ROS 2 Kilted) that also knows ``msgtypes`` and what they reference."""
-    store = get_typestore(Stores.ROS2_KILTED)
+    """A rosbags typestore (this ROS 2 distro's) that also knows ``msgtypes`` and what they reference."""
+    store = get_typestore(_distro_store())
     pending, add = list(msgtypes), {}
     while pending:
         msgtype = pending.pop()

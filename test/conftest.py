@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import re
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +41,24 @@ def _ros_interfaces_available() -> tuple[bool, str]:
     return True, ""
 
 
+# A test module outside test/ros that imports ROS packages (rclpy, *_msgs, our generated
+# damcseg_ros.msg) or the distro-dependent parts (the Fast DDS policy, the CompressedImage codec):
+# `make test-ros` (CI on Jazzy + 3.12) runs these with test/ros, selected by the ros_types marker.
+_ROS_TYPES = re.compile(
+    r"^\s*(?:from|import)\s+(?:rclpy|\w+_msgs|damcseg_ros\.(?:msg|fastdds|compressed))\b"
+    r"|importorskip\(\s*[\"'](?:rclpy|\w+_msgs)",
+    re.MULTILINE,
+)
+
+
+@functools.cache
+def _uses_ros_types(path: Path) -> bool:
+    try:
+        return bool(_ROS_TYPES.search(path.read_text()))
+    except OSError:
+        return False
+
+
 def pytest_collection_modifyitems(config, items):
     ros_ok, why = _ros_interfaces_available()
     require_ros = os.environ.get("DAMCSEG_REQUIRE_ROS") == "1"
@@ -45,6 +66,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "ros" in item.path.parts[-3:-1]:  # everything under test/ros talks to rclpy
             item.add_marker(pytest.mark.ros)
+        elif "launch" in item.path.parts[-3:-1] or _uses_ros_types(item.path):
+            item.add_marker(pytest.mark.ros_types)
         if "gpu" in item.keywords and not cuda:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
         if "ros" in item.keywords and not ros_ok:
