@@ -31,7 +31,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks._common import REPO, cpu_model
+
 PROFILE = REPO / "config" / "fastdds_large_images.xml"
 PROFILE_VARS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 SIZES = ((256, 512), (480, 640), (720, 1280))
@@ -170,7 +171,7 @@ def run_pair(args: argparse.Namespace, fix: bool, qos: str, domain: int) -> dict
         "--sizes", *[f"{h}x{w}" for h, w in args.sizes], "--encodings", *args.encodings,
         "--rates", *[f"{r:g}" for r in args.rates],
     ]  # fmt: skip
-    me = [sys.executable, str(Path(__file__).resolve())]
+    me = [sys.executable, "-m", "benchmarks.dds_large_images"]
     sub = subprocess.Popen(
         [*me, "--role", "sub", *common], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True
     )
@@ -218,11 +219,7 @@ def table(results: dict[tuple[str, str], dict[str, dict]], args: argparse.Namesp
 
 
 def machine() -> str:
-    cpu = "unknown cpu"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+    cpu = cpu_model()
 
     def sysctl(name: str) -> str:
         p = Path("/proc/sys") / name.replace(".", "/")

@@ -53,7 +53,6 @@ __all__ = [
     "frame_set",
 ]
 
-REPO = Path(__file__).resolve().parents[1]
 EDGE_CHECKPOINT = default_checkpoint()
 BENCH_EXTRA = "pip install -e .[bench]"
 NUM_CLASSES = 19

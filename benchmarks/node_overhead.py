@@ -43,11 +43,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from benchmarks._common import REPO, cpu_model, stop_node
+from damcseg_core.inference import default_checkpoint
+from damcseg_ros.fastdds import ensure_large_image_profile
 
-from benchmarks.soak import DEFAULT_CHECKPOINT, cpu_model, stop_node, use_fastdds_profile  # noqa: E402
+DEFAULT_CHECKPOINT = default_checkpoint()
 
 __all__ = ["main", "summarise"]
 
@@ -156,14 +156,14 @@ def run(args: argparse.Namespace) -> dict:
         source, label = ["-p", "model:=damcseg_edge"], "damcseg_edge (RANDOM init: no checkpoint)"
     ros_args = ["--ros-args", "--params-file", str(REPO / "config" / "damcseg.yaml"), *source,
                 "-p", "diagnostics_period:=1.0", "-p", f"qos_reliability:={args.qos}"]  # fmt: skip
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--node-child", str(trace_path), "--", *ros_args]
+    cmd = [sys.executable, "-m", "benchmarks.node_overhead", "--node-child", str(trace_path), "--", *ros_args]
     env = dict(os.environ, PYTHONUNBUFFERED="1", ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     env["OMP_NUM_THREADS"] = str(args.threads)
     env.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 80))
     os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    use_fastdds_profile(env)  # the node's outputs
-    use_fastdds_profile(os.environ)  # this process publishes the camera frames: its segment counts
+    ensure_large_image_profile(env)  # the node's outputs
+    ensure_large_image_profile()  # this process publishes the camera frames: its segment counts
     frames = stream_frames((args.height, args.width), args.stream_frames)
     loadavg_start = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     log = log_path.open("w")

@@ -40,16 +40,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from benchmarks import models as bm  # noqa: E402
-from damcseg_core.cli.info import parse_size  # noqa: E402
+from benchmarks import models as bm
+from benchmarks._common import REPO, cpu_model
+from damcseg_core.cli.info import parse_size
 
 __all__ = ["compute_ratios", "gemm_peak", "main", "measure", "render_markdown"]
 
@@ -227,7 +224,7 @@ def measure_rss(names: list[str], size: tuple[int, int], threads: int, n_frames:
     out: dict[str, float | str] = {}
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     for name in ["baseline", *names]:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--rss-child", name, "--sizes", f"{size[0]}x{size[1]}",
+        cmd = [sys.executable, "-m", "benchmarks.run", "--rss-child", name, "--sizes", f"{size[0]}x{size[1]}",
                "--iters", "1", "--threads", str(threads), "--frames", str(n_frames)]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -276,13 +273,8 @@ def compute_ratios(rows: dict[str, dict], size: str = "") -> dict[str, dict]:
 
 
 def machine_info(threads: int) -> dict[str, Any]:
-    model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
     return {
-        "cpu": model,
+        "cpu": cpu_model(),
         "cores_nproc": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),

@@ -34,39 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-FASTDDS_PROFILE = REPO / "config" / "fastdds_large_images.xml"
+from benchmarks._common import REPO, cpu_model, stop_node
+from damcseg_core.inference import default_checkpoint
+from damcseg_ros.fastdds import ensure_large_image_profile
 
+__all__ = ["cpu_model", "main", "stop_node"]
 
-def use_fastdds_profile(env) -> None:
-    """Point Fast DDS at our profile (16 MB shared-memory segment) unless a profile is already set.
-
-    With the 512 KB default segment, best-effort images over ~0.5 MB (or a burst of rgb + depth +
-    thermal) are silently dropped by the publisher's shared-memory transport.
-    """
-    if not (env.get("FASTDDS_DEFAULT_PROFILES_FILE") or env.get("FASTRTPS_DEFAULT_PROFILES_FILE")):
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
-
-
-def stop_node(proc, log, executor, node, context) -> None:
-    """Stop the node subprocess (terminate, then kill) and tear down this process's rclpy side."""
-    import rclpy
-
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-    log.close()
-    executor.shutdown(timeout_sec=2.0)
-    node.destroy_node()
-    rclpy.try_shutdown(context=context)
-
-
-sys.path.insert(0, str(REPO))
-DEFAULT_CHECKPOINT = REPO / "damcseg_core" / "weights" / "damcseg_edge.pt"
+DEFAULT_CHECKPOINT = default_checkpoint()
 NS = 1_000_000_000
 SENSORS = ("rgb", "depth", "thermal")
 
@@ -111,13 +85,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024.0
     raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def frames(h: int, w: int) -> dict[str, np.ndarray]:
@@ -170,8 +137,8 @@ def run(args: argparse.Namespace) -> dict:
     env.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 80))
     os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    use_fastdds_profile(env)  # the node's outputs
-    use_fastdds_profile(os.environ)  # this process publishes the camera frames: its segment counts
+    ensure_large_image_profile(env)  # the node's outputs
+    ensure_large_image_profile()  # this process publishes the camera frames: its segment counts
     log_path = Path(args.out).with_suffix(".node.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = log_path.open("w")

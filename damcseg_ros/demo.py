@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from damcseg_core.inference import default_checkpoint
+from damcseg_ros.fastdds import ensure_large_image_profile
 
 __all__ = ["OUTPUT_TOPICS", "main", "run_demo"]
 
@@ -43,12 +44,8 @@ def _step(i: int, n: int, text: str) -> None:
 def _env() -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1", ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     env.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
-    # Fast DDS: large shared-memory segment so best-effort camera-size images arrive (see tools/env.sh).
-    profile = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_images.xml"
-    if profile.is_file() and not (
-        env.get("FASTDDS_DEFAULT_PROFILES_FILE") or env.get("FASTRTPS_DEFAULT_PROFILES_FILE")
-    ):
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+    # Fast DDS: large shared-memory segment so best-effort camera-size images arrive (the one policy).
+    ensure_large_image_profile(env)
     return env
 
 
