@@ -25,16 +25,15 @@ from typing import Any
 
 import numpy as np
 
+from damcseg_core.data.base import DatasetBase
 from damcseg_core.data.classes import LABEL_ID_TO_TRAIN_ID, label_ids_to_train_ids
 from damcseg_core.data.io_utils import (
     DatasetFormatError,
-    FrameListDataset,
     instances_from_id_map,
     make_sample,
     read_image,
     require_dir,
     require_files,
-    resolve_modalities,
 )
 
 __all__ = [
@@ -77,7 +76,7 @@ def disparity_to_depth(raw: np.ndarray, baseline_m: float, fx_px: float) -> np.n
     return depth
 
 
-class CityscapesDataset(FrameListDataset):
+class CityscapesDataset(DatasetBase):
     """Cityscapes frames as canonical samples (``rgb``, ``depth`` where disparity exists).
 
     Args:
@@ -92,6 +91,7 @@ class CityscapesDataset(FrameListDataset):
     """
 
     dataset_name = "cityscapes"
+    title, split_names, modality_names = "Cityscapes", SPLITS, MODALITIES
 
     def __init__(
         self,
@@ -100,12 +100,8 @@ class CityscapesDataset(FrameListDataset):
         size: str | Sequence[int] | None = None,
         modalities: Sequence[str] | None = None,
     ) -> None:
-        super().__init__(size)
-        if split not in SPLITS:
-            raise ValueError(f"Cityscapes split must be one of {list(SPLITS)}, got {split!r}")
-        self.root = Path(root)
-        self.split = split
-        wanted = resolve_modalities(modalities, MODALITIES, "Cityscapes")
+        super().__init__(root, split, size, modalities)
+        wanted = self.requested_modalities
         img_dir = require_dir(
             self.root / "leftImg8bit" / split,
             f"Cityscapes RGB images leftImg8bit/{split}/<city>/*_leftImg8bit.png",

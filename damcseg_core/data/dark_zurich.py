@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from damcseg_core.data.base import DatasetBase
 from damcseg_core.data.io_utils import (
-    FrameListDataset,
     make_sample,
     read_image,
     require_dir,
@@ -43,7 +43,7 @@ class DarkZurichConfig:
     conditions: tuple[str, ...] | None = None  # subset of day, twilight, night; None = all on disk
 
 
-class DarkZurichDataset(FrameListDataset):
+class DarkZurichDataset(DatasetBase):
     """Dark Zurich frames as canonical samples (``rgb``; labels where the split has them).
 
     Raises:
@@ -51,6 +51,7 @@ class DarkZurichDataset(FrameListDataset):
     """
 
     dataset_name = "darkzurich"
+    title, split_names, condition_names = "Dark Zurich", SPLITS, tuple(CONDITION_TAGS)
 
     def __init__(
         self,
@@ -59,16 +60,7 @@ class DarkZurichDataset(FrameListDataset):
         size: str | Sequence[int] | None = None,
         conditions: Sequence[str] | None = None,
     ) -> None:
-        super().__init__(size)
-        if split not in SPLITS:
-            raise ValueError(f"Dark Zurich split must be one of {list(SPLITS)}, got {split!r}")
-        bad = [c for c in conditions or () if c not in CONDITION_TAGS]
-        if bad or (conditions is not None and not conditions):
-            raise ValueError(
-                f"Dark Zurich conditions must be a non-empty subset of {list(CONDITION_TAGS)}, got {conditions!r}"
-            )
-        self.root = Path(root)
-        self.split = split
+        super().__init__(root, split, size, conditions=conditions)
         img_root = require_dir(
             self.root / "rgb_anon" / split,
             f"Dark Zurich images rgb_anon/{split}/<day|twilight|night>/GOPRxxxx/*_rgb_anon.png",

@@ -35,15 +35,14 @@ from typing import Any
 
 import numpy as np
 
+from damcseg_core.data.base import DatasetBase
 from damcseg_core.data.classes import IGNORE_INDEX
 from damcseg_core.data.io_utils import (
     DatasetFormatError,
-    FrameListDataset,
     make_sample,
     read_image,
     require_dir,
     require_files,
-    resolve_modalities,
 )
 
 __all__ = [
@@ -117,7 +116,7 @@ def decode_deliver_depth(raw: np.ndarray, path: str | Path = "<array>") -> np.nd
     return depth
 
 
-class DeliverDataset(FrameListDataset):
+class DeliverDataset(DatasetBase):
     """DELIVER front-view frames as canonical samples (``rgb``, ``depth``).
 
     Raises:
@@ -126,6 +125,7 @@ class DeliverDataset(FrameListDataset):
     """
 
     dataset_name = "deliver"
+    title, split_names, modality_names, condition_names = "DELIVER", SPLITS, MODALITIES, CONDITIONS
 
     def __init__(
         self,
@@ -135,18 +135,9 @@ class DeliverDataset(FrameListDataset):
         conditions: Sequence[str] | None = None,
         modalities: Sequence[str] | None = None,
     ) -> None:
-        super().__init__(size)
-        if split not in SPLITS:
-            raise ValueError(f"DELIVER split must be one of {list(SPLITS)}, got {split!r}")
-        bad = [c for c in conditions or () if c not in CONDITIONS]
-        if bad or (conditions is not None and not conditions):
-            raise ValueError(
-                f"DELIVER conditions must be a non-empty subset of {list(CONDITIONS)}, got {conditions!r}"
-            )
-        wanted = resolve_modalities(modalities, MODALITIES, "DELIVER") or MODALITIES
+        super().__init__(root, split, size, modalities, conditions)
+        wanted = self.requested_modalities or MODALITIES
         self.use_rgb, self.use_depth = "rgb" in wanted, "depth" in wanted
-        self.root = Path(root)
-        self.split = split
         img_root = require_dir(
             self.root / "img", "DELIVER RGB images img/<condition>/<split>/<seq>/*_rgb_front.png"
         )

@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from damcseg_core.data.base import DatasetBase
 from damcseg_core.data.classes import LABEL_ID_TO_TRAIN_ID
 from damcseg_core.data.io_utils import (
     DatasetFormatError,
-    FrameListDataset,
     instances_from_id_map,
     make_sample,
     read_image,
@@ -57,7 +57,7 @@ class Kitti360Config:
     size: tuple[int, int] | None = None  # output (H, W); None keeps 376x1408
 
 
-class Kitti360Dataset(FrameListDataset):
+class Kitti360Dataset(DatasetBase):
     """KITTI-360 labelled frames (``image_00``) as canonical samples with ``rgb`` only.
 
     Raises:
@@ -66,15 +66,12 @@ class Kitti360Dataset(FrameListDataset):
     """
 
     dataset_name = "kitti360"
+    title, split_names = "KITTI-360", SPLITS
 
     def __init__(
         self, root: str | Path, split: str = "train", size: str | Sequence[int] | None = None
     ) -> None:
-        super().__init__(size)
-        if split not in SPLITS:
-            raise ValueError(f"KITTI-360 split must be one of {list(SPLITS)}, got {split!r}")
-        self.root = Path(root)
-        self.split = split
+        super().__init__(root, split, size)
         require_dir(self.root / "data_2d_raw", "KITTI-360 images data_2d_raw/<drive>_sync/image_00/data_rect")
         sem_root = require_dir(
             self.root / "data_2d_semantics" / "train",

@@ -38,15 +38,14 @@ from typing import Any
 
 import numpy as np
 
+from damcseg_core.data.base import DatasetBase
 from damcseg_core.data.classes import IGNORE_INDEX
 from damcseg_core.data.io_utils import (
-    FrameListDataset,
     make_sample,
     read_image,
     require_dir,
     require_file,
     require_files,
-    resolve_modalities,
 )
 
 __all__ = ["MFNET_CLASSES", "MFNET_TO_TRAIN_ID", "MFNetConfig", "MFNetDataset"]
@@ -79,7 +78,7 @@ def _condition(name: str, split: str) -> str:
     return "unknown"
 
 
-class MFNetDataset(FrameListDataset):
+class MFNetDataset(DatasetBase):
     """MFNet RGB-T frames as canonical samples (``rgb`` and ``thermal`` in [0, 1]).
 
     Raises:
@@ -88,6 +87,7 @@ class MFNetDataset(FrameListDataset):
     """
 
     dataset_name = "mfnet"
+    title, split_names, modality_names = "MFNet", SPLITS, MODALITIES
 
     def __init__(
         self,
@@ -96,12 +96,8 @@ class MFNetDataset(FrameListDataset):
         size: str | Sequence[int] | None = None,
         modalities: Sequence[str] | None = None,
     ) -> None:
-        super().__init__(size)
-        if split not in SPLITS:
-            raise ValueError(f"MFNet split must be one of {list(SPLITS)}, got {split!r}")
-        self.root = Path(root)
-        self.split = split
-        wanted = resolve_modalities(modalities, MODALITIES, "MFNet") or MODALITIES
+        super().__init__(root, split, size, modalities)
+        wanted = self.requested_modalities or MODALITIES
         self.use_rgb, self.use_thermal = "rgb" in wanted, "thermal" in wanted
         require_dir(self.root / "images", "MFNet 4-channel RGB-T PNGs images/<name>.png")
         require_dir(self.root / "labels", "MFNet label PNGs labels/<name>.png")
