@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from damcseg_core.checkpoint import load_checkpoint
-from damcseg_core.cli.ablate import COLUMNS, _FrameCache, main, row_dir_name
+from damcseg_core.cli.ablate import main
 from damcseg_core.data.registry import build_dataset
+from damcseg_core.train.ablation import COLUMNS, _FrameCache, row_dir_name
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "config" / "ablation" / "smoke.yaml"
