@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         from damcseg_core.data.registry import build_dataset
         from damcseg_core.inference import load_predictor
 
-        dataset = build_dataset(args.data)
         predictor = load_predictor(checkpoint=args.checkpoint, model=args.model, device=args.device)
+        dataset = build_dataset(args.data)
         evaluator = Evaluator(
             predictor,
             protocols,

@@ -193,6 +193,18 @@ def test_cli_reports_bad_input(tmp_path, capsys):
         cli.main(["--data", "x", "--out", str(tmp_path)])  # neither --model nor --checkpoint
 
 
+def test_cli_corrupt_checkpoint_says_what_the_file_is(tmp_path, capsys):
+    from damcseg_core.cli import eval as cli
+
+    bad = tmp_path / "bad.pt"
+    bad.write_text("garbage\n")
+    code = cli.main(["--checkpoint", str(bad), "--data", "x", "--out", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"damcseg-eval: error: checkpoint {bad} is corrupt: a text file" in err
+    assert "damcseg-train" in err and "weights_only" not in err
+
+
 @pytest.mark.parametrize(
     ("value", "percent", "text"),
     [

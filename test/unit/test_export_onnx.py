@@ -33,7 +33,7 @@ from damcseg_core.export.parity import (
     compare_outputs,
     synthetic_inputs,
 )
-from damcseg_core.inference import Predictor
+from damcseg_core.inference import Predictor, load_predictor
 from damcseg_core.models import build_model
 
 SIZE = (128, 256)
@@ -141,6 +141,21 @@ def test_parity_shipped_edge_checkpoint_all_modalities(tmp_path) -> None:
     with torch.inference_mode():
         report = compare_outputs(model(inputs), runtime(inputs))
     assert report.ok, report.summary()
+
+
+def test_class_names_palette_and_detection_settings_reach_the_onnx_predictor(tmp_path) -> None:
+    model = detecting_tiny()
+    model.class_names = tuple(f"k{i}" for i in range(19))
+    model.palette = [[i, i, i] for i in range(19)]
+    export_onnx(model, tmp_path, modalities=[("rgb",)])  # at the variant's own input size
+    assert read_metadata(tmp_path / "dense_rgb.onnx")["class_names"] == list(model.class_names)
+    predictor = load_predictor(
+        "onnxruntime", onnx_path=tmp_path, model="damcseg_tiny", detection={"max_detections": 2}
+    )
+    assert predictor.class_names == model.class_names
+    assert predictor.palette.tolist() == model.palette
+    assert predictor.label == f"{tmp_path.name} (damcseg_tiny, onnxruntime)"
+    assert predictor.model.det_head.cfg.max_detections == 2
 
 
 # ---------------------------------------------------------------------- errors
