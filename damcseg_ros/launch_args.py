@@ -3,8 +3,10 @@
 The launch file only wires these into ``launch`` actions, so every rule is unit-tested without
 a ROS 2 launch install (``launch`` is not on PyPI):
 
-* :data:`ARGUMENTS` / :func:`arguments`: the launch arguments ``(name, default, description,
-  choices)``; ``choices`` is a tuple of valid values, ``BOOL`` for booleans, or None (free text).
+* :func:`arguments`: the launch arguments ``(name, default, description, choices)``; ``choices``
+  is a tuple of valid values, ``BOOL`` for booleans, or None (free text). The node parameters
+  among them (checkpoint, model, device, backend, onnx_path) come from the node's parameter
+  table (``damcseg_ros.params.launch_arguments()``), with empty defaults: keep the config file.
 * :func:`resolve`: the argument values -> :class:`NodeSettings` (parameter overrides, remaps,
   respawn), or one :class:`LaunchArgumentError` that names every bad value with the valid ones
   (``use_sim_time:=maybe``, ``backend:=tensorrt``) and a missing or unreadable ``config_file``.
@@ -28,16 +30,20 @@ import signal
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from damcseg_core.data.compressed_image import SENSOR_TRANSPORTS
+
 __all__ = [
-    "ARGUMENTS",
     "BOOL",
     "BOOL_VALUES",
     "EXIT_CODES",
+    "LAUNCH_ARGUMENTS",
     "MODALITIES",
+    "TRANSPORTS",
     "ExitDecision",
     "ExitWatch",
     "LaunchArgumentError",
     "NodeSettings",
+    "argument_rows",
     "arguments",
     "camera_info_topic",
     "check_config_file",
@@ -58,18 +64,14 @@ _DEVICE_RE = re.compile(r"^(|cpu|cuda(:\d+)?)$")
 PACKAGE = "damcseg_ros"
 EXECUTABLE = "damcseg_node"
 
-# (name, default, description, choices). Empty defaults of node parameters mean "keep the
-# config file's value". config_file's default (the installed share's config/damcseg.yaml) is
-# filled in by the launch file, which knows the package share.
-ARGUMENTS: tuple[tuple[str, str, str, object], ...] = (
+# (name, default, description, choices) of the launch-only arguments; the node-parameter ones
+# come from the node's parameter table (damcseg_ros.params.launch_arguments(), see arguments()).
+# config_file's default (the installed share's config/damcseg.yaml) is filled in by the launch
+# file, which knows the package share.
+LAUNCH_ARGUMENTS: tuple[tuple[str, str, str, object], ...] = (
     ("config_file", "", "YAML parameter file (/**: ros__parameters: form) for the node; must exist.", None),
-    ("checkpoint", "", "damcseg checkpoint (.pt); empty: the config file's value / package default.", None),
-    ("model", "", "Random-init variant for bring-up only (e.g. damcseg_tiny); outputs are meaningless.", None),
     ("namespace", "", "Namespace of the node and of its relative topics (e.g. front).", None),
     ("node_name", "damcseg", "Name of the node.", None),
-    ("device", "", "Torch device: cpu, cuda or cuda:N; empty: the config file's value.", "device"),
-    ("backend", "", "Inference backend: torch or onnxruntime; empty: the config file's value.", BACKENDS),
-    ("onnx_path", "", "Folder written by damcseg-export (backend onnxruntime); empty: the config file's value.", None),
     ("use_sim_time", "false", "Use /clock (rosbag replay with --clock, simulators): true or false.", BOOL),
     ("rgb_topic", "rgb/image", "Topic of the RGB camera images (remaps rgb/image).", None),
     ("depth_topic", "depth/image", "Topic of the registered depth images (remaps depth/image).", None),
@@ -80,8 +82,55 @@ ARGUMENTS: tuple[tuple[str, str, str, object], ...] = (
     ("respawn_max_retries", "-1", "Most respawns before the launch fails (-1: no limit).", "retries"),
 )  # fmt: skip
 
-# Node parameters a launch argument overrides when it is not empty (use_sim_time: always).
-_NODE_PARAMETERS = ("checkpoint", "model", "device", "backend", "onnx_path")
+TRANSPORTS = SENSOR_TRANSPORTS
+"""image_transport transports each sensor accepts (node parameter ``transport.<sensor>``)."""
+
+# Used where damcseg_ros.params (rcl_interfaces) cannot be imported: the same rows by hand.
+_FALLBACK_NODE_ROWS: tuple[tuple[str, str, str, object], ...] = (
+    ("checkpoint", "", "damcseg checkpoint (.pt).", None),
+    ("model", "", "Random-init variant for bring-up only (e.g. damcseg_tiny); outputs are meaningless.", None),
+    ("device", "", "Torch device: cpu, cuda or cuda:N.", "device"),
+    ("backend", "", "Inference backend: torch or onnxruntime.", BACKENDS),
+    ("onnx_path", "", "Folder written by damcseg-export (backend onnxruntime).", None),
+)  # fmt: skip
+_KEEP = " Empty: the config file's value."
+
+
+def _node_rows() -> list[tuple[str, str, str, object]]:
+    """The node parameters offered as launch arguments, from the node's parameter table.
+
+    Every default is empty (= keep the config file's value, which launch then passes through
+    untouched); choices gain the empty value; device gets its pattern check.
+    """
+    try:
+        from damcseg_ros.params import launch_arguments
+    except ImportError:  # no rcl_interfaces (e.g. a docs build): the hand-written rows
+        return list(_FALLBACK_NODE_ROWS)
+    rows = []
+    for name, _default, description, choices in launch_arguments():
+        if name == "device":
+            check: object = "device"
+        elif choices is not None:
+            check = ("", *choices)
+        else:
+            check = None
+        rows.append((name, "", description + _KEEP, check))
+    return rows
+
+
+def _transport_rows() -> list[tuple[str, str, str, object]]:
+    return [
+        (f"{m}_transport", "", f"image_transport of the {m} input: {', '.join(TRANSPORTS[m])}; subscribes to "
+         f"<{m}_topic>/<transport> (raw: <{m}_topic>).{_KEEP}", ("", *TRANSPORTS[m]))
+        for m in MODALITIES
+    ]  # fmt: skip
+
+
+def argument_rows() -> list[tuple[str, str, str, object]]:
+    """Every launch argument ``(name, default, description, choices)``, in declaration order."""
+    head, tail = LAUNCH_ARGUMENTS[:1], LAUNCH_ARGUMENTS[1:]
+    return [*head, *_node_rows(), *_transport_rows(), *tail]
+
 
 EXIT_CODES = {
     1: "configuration or activation failed at start-up (missing checkpoint, bad model, ...)",
@@ -98,7 +147,7 @@ def arguments(config_default: str = "") -> list[tuple[str, str, str, object]]:
     """The launch arguments with ``config_file``'s default set to ``config_default``."""
     return [
         (name, config_default if name == "config_file" else default, description, choices)
-        for name, default, description, choices in ARGUMENTS
+        for name, default, description, choices in argument_rows()
     ]
 
 
@@ -215,14 +264,15 @@ def resolve(values: Mapping[str, str], check_file: bool = True) -> NodeSettings:
     """Validate the launch argument values and turn them into the node's settings.
 
     Args:
-        values: every argument of :data:`ARGUMENTS` -> its (substituted) text.
+        values: every argument of :func:`arguments` -> its (substituted) text.
         check_file: also check ``config_file`` with :func:`check_config_file`.
 
     Raises:
         LaunchArgumentError: every problem found, one per line.
     """
     errors, parsed = [], {}
-    for name, _default, _description, choices in ARGUMENTS:
+    rows = argument_rows()
+    for name, _default, _description, choices in rows:
         if name not in values:
             errors.append(f"{name}: no value (the launch file declares it; was it removed?)")
             continue
@@ -237,10 +287,19 @@ def resolve(values: Mapping[str, str], check_file: bool = True) -> NodeSettings:
             errors.append(str(exc))
     if errors:
         raise LaunchArgumentError("invalid launch arguments:\n  " + "\n  ".join(errors))
-    overrides: dict[str, object] = {k: parsed[k] for k in _NODE_PARAMETERS if parsed[k]}
+    node_names = [name for name, *_ in _node_rows()]
+    overrides: dict[str, object] = {k: parsed[k] for k in node_names if parsed[k]}
+    overrides.update(
+        {f"transport.{m}": parsed[f"{m}_transport"] for m in MODALITIES if parsed[f"{m}_transport"]}
+    )
     overrides["use_sim_time"] = parsed["use_sim_time"]
-    remappings = [(f"{m}/image", parsed[f"{m}_topic"]) for m in MODALITIES]
-    remappings += [(f"{m}/camera_info", camera_info_topic(parsed[f"{m}_topic"])) for m in MODALITIES]
+    remappings = []
+    for m in MODALITIES:
+        topic = parsed[f"{m}_topic"]
+        remappings.append((f"{m}/image", topic))
+        # A remap matches one full name: the transport topics need their own rules.
+        remappings += [(f"{m}/image/{t}", f"{topic.rstrip('/')}/{t}") for t in TRANSPORTS[m] if t != "raw"]
+        remappings.append((f"{m}/camera_info", camera_info_topic(topic)))
     return NodeSettings(
         name=parsed["node_name"],
         namespace=parsed["namespace"],

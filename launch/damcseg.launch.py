@@ -48,7 +48,7 @@ def _node_actions(context, watch_box: list):
 
     from damcseg_ros import launch_args
 
-    values = {name: LaunchConfiguration(name).perform(context) for name, *_ in launch_args.ARGUMENTS}
+    values = {name: LaunchConfiguration(name).perform(context) for name, *_ in launch_args.argument_rows()}
     settings = launch_args.resolve(values)
     watch = launch_args.ExitWatch(settings)
     watch_box.append(watch)

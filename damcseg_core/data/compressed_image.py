@@ -66,6 +66,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "INV_DEPTH",
     "MODALITY_ENCODINGS",
+    "SENSOR_TRANSPORTS",
     "TRANSPORTS",
     "CompressedFormat",
     "CompressedImageError",
@@ -82,6 +83,12 @@ __all__ = [
 
 TRANSPORTS = ("raw", "compressed", "compressedDepth")
 """image_transport names: the topic suffix of each (raw: none)."""
+SENSOR_TRANSPORTS: dict[str, tuple[str, ...]] = {
+    "rgb": ("raw", "compressed"),
+    "depth": ("raw", "compressed", "compressedDepth"),
+    "thermal": ("raw", "compressed"),
+}
+"""The transports each sensor can come on (compressedDepth is for depth only)."""
 CONFIG_HEADER = struct.Struct("<iff")
 """compressed_depth_image_transport's ConfigHeader: int32 format, float32 depthParam[2] (12 bytes)."""
 INV_DEPTH = 0

@@ -105,7 +105,7 @@ def test_description_declares_every_argument_then_the_node_function(launch_file)
     description = launch_file.generate_launch_description()
     entities = description.args[0]
     declared = {d.args[0]: d.kwargs for d in _by_type(entities, "DeclareLaunchArgument")}
-    assert list(declared) == [name for name, *_ in launch_args.ARGUMENTS]
+    assert list(declared) == [name for name, *_ in launch_args.argument_rows()]
     assert declared["config_file"]["default_value"] == str(CONFIG)
     assert declared["use_sim_time"]["default_value"] == "false"
     assert all(len(kw["description"]) > 15 for kw in declared.values())

@@ -189,3 +189,50 @@ def test_respawn_restarts_until_the_retries_are_used_up():
 def test_respawn_without_limit_never_fails():
     watch = _watch(respawn="true")
     assert {watch.on_exit(-9, shutting_down=False).action for _ in range(20)} == {"respawn"}
+
+
+def test_transports_override_the_parameter_and_remap_the_transport_topics():
+    settings = resolve(
+        values(depth_transport="compressedDepth", rgb_transport="compressed", depth_topic="/cam/depth")
+    )
+    assert settings.overrides["transport.depth"] == "compressedDepth"
+    assert settings.overrides["transport.rgb"] == "compressed"
+    assert "transport.thermal" not in settings.overrides  # empty: the config file's value
+    # a remap rule matches one full name, so each transport topic has its own
+    assert ("depth/image/compressedDepth", "/cam/depth/compressedDepth") in settings.remappings
+    assert ("depth/image/compressed", "/cam/depth/compressed") in settings.remappings
+    assert ("rgb/image/compressed", "rgb/image/compressed") in settings.remappings
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        (
+            "rgb_transport",
+            "compressedDepth",
+            "rgb_transport:=compressedDepth is not valid; valid values: raw, compressed",
+        ),
+        (
+            "thermal_transport",
+            "theora",
+            "thermal_transport:=theora is not valid; valid values: raw, compressed",
+        ),
+        ("depth_transport", "rvl", "valid values: raw, compressed, compressedDepth"),
+    ],
+)
+def test_transport_is_validated_per_sensor(name, value, expected):
+    with pytest.raises(LaunchArgumentError, match=expected):
+        resolve(values(**{name: value}))
+
+
+def test_node_parameter_arguments_come_from_the_parameter_table():
+    params = pytest.importorskip("damcseg_ros.params", reason="rcl_interfaces not importable")
+    rows = {
+        name: (default, description, choices)
+        for name, default, description, choices in launch_args.arguments()
+    }
+    for name, _default, description, choices in params.launch_arguments():
+        assert rows[name][0] == ""  # empty: keep the config file's value
+        assert rows[name][1].startswith(description)
+        if choices is not None and name != "device":
+            assert rows[name][2] == ("", *choices)
