@@ -4,7 +4,7 @@ This package never imports ROS (rclpy, *_msgs, cv_bridge); ``test/unit/test_no_r
 enforces it. The public entry points below are imported on first use, so ``import damcseg_core``
 stays cheap (no torch import until one is touched)::
 
-    from damcseg_core import Predictor, build_model, load_model
+    from damcseg_core import Predictor, build_model, load_model, load_predictor
 """
 
 from __future__ import annotations
