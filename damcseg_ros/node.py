@@ -27,10 +27,10 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from damcseg_ros import conversions, diagnostics, outputs, params, qos
+from damcseg_ros import compressed, conversions, diagnostics, outputs, params, qos
 from damcseg_ros.input_health import InputHealth
 from damcseg_ros.sync import MODALITIES, Group, LatestMailbox, Synchronizer, SyncResult
 
@@ -139,10 +139,17 @@ class DamcsegNode(LifecycleNode):
         )  # fmt: skip
 
     def _subscribe(self, modality: str, sensor_qos: Any) -> None:
-        """Subscribe to one sensor's image (and camera_info) topic."""
-        sub = self.create_subscription(
-            Image, f"{modality}/image", lambda msg, m=modality: self._on_image(m, msg), sensor_qos
-        )
+        """Subscribe to one sensor's image (raw or image_transport's compressed topic) and camera_info."""
+        transport = self.p.transports[modality]
+        if transport == "raw":
+            sub = self.create_subscription(
+                Image, f"{modality}/image", lambda msg, m=modality: self._on_image(m, msg), sensor_qos
+            )
+        else:
+            sub = self.create_subscription(
+                CompressedImage, compressed.transport_topic(f"{modality}/image", transport),
+                lambda msg, m=modality, t=transport: self._on_compressed(m, t, msg), sensor_qos,
+            )  # fmt: skip
         self._image_subs[modality] = sub
         self._subs.append(sub)
         if self.p.use_camera_info:
@@ -181,6 +188,17 @@ class DamcsegNode(LifecycleNode):
     # ------------------------------------------------------------------ executor callbacks
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
+
+    def _on_compressed(self, modality: str, transport: str, msg: CompressedImage) -> None:
+        """Decode (OpenCV, a few ms for a VGA JPEG) and continue as a raw image with the same header."""
+        assert self.p is not None
+        try:
+            decoded = compressed.decode(msg, modality, transport, self.p.max_pixels)
+        except conversions.ImageConversionError as exc:
+            self._rates[modality].tick(time.monotonic())
+            self._health.rejected(modality, exc.kind, str(exc))
+            return
+        self._on_image(modality, conversions.array_to_image(decoded.array, decoded.encoding, msg.header))
 
     def _on_image(self, modality: str, msg: Image) -> None:
         assert self.p is not None and self._sync is not None

@@ -25,6 +25,7 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 
+from damcseg_core.data.compressed_image import SENSOR_TRANSPORTS
 from damcseg_ros.sync import MODALITIES, SyncConfig
 
 __all__ = [
@@ -147,6 +148,17 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "use_thermal", True, "Subscribe to thermal/image (registered to the RGB camera).", group="modalities"
     ),
+    *(
+        ParamSpec(
+            f"transport.{m}",
+            "raw",
+            f"image_transport of {m}/image: {', '.join(SENSOR_TRANSPORTS[m])} (subscribes to "
+            f"{m}/image/<transport>, sensor_msgs/CompressedImage, decoded with OpenCV).",
+            choices=SENSOR_TRANSPORTS[m],
+            group="transports",
+        )
+        for m in MODALITIES
+    ),
     ParamSpec("use_camera_info", False, "Also subscribe to <input>/camera_info and check its size."),
     ParamSpec(
         "qos_reliability",
@@ -242,11 +254,12 @@ class NodeParams:
     diagnostics_period: float
     qos_check_period: float
     modalities: tuple[str, ...]  # enabled inputs, from use_rgb / use_depth / use_thermal
+    transports: dict[str, str]  # modality -> raw | compressed | compressedDepth (transport.<m>)
     sync: SyncConfig
     detection: dict[str, Any]  # load_predictor(detection=...): score_threshold, max_detections, ...
 
 
-GROUPS = ("modalities", "sync", "detection")
+GROUPS = ("modalities", "sync", "detection", "transports")
 """The :class:`NodeParams` fields built from several parameters (``ParamSpec.group``)."""
 
 
@@ -336,7 +349,8 @@ def from_values(values: dict[str, Any]) -> NodeParams:
     )
     detection = {s.name.split(".", 1)[1]: v[s.name] for s in PARAMETERS if s.group == "detection"}
     plain = {s.name: v[s.name] for s in PARAMETERS if s.group is None}
-    return NodeParams(**plain, modalities=modalities, sync=sync, detection=detection)
+    transports = {m: v[f"transport.{m}"] for m in MODALITIES}
+    return NodeParams(**plain, modalities=modalities, sync=sync, detection=detection, transports=transports)
 
 
 def read(node: Any) -> NodeParams:
