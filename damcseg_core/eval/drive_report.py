@@ -239,10 +239,9 @@ def write_drive_report(
             gt_objects.append(len(sample.get("labels", ())))
         if rec is None or rec.mask is None or not sample["meta"].get("has_labels", True):
             continue
-        # MetricSuite's input names (its ``scene_score`` is S).
         pred = SimpleNamespace(
             mask=rec.mask, boxes=rec.boxes, scores=rec.scores, labels=rec.labels,
-            category=rec.category, scene_score=rec.S,
+            category=rec.category, S=rec.S, D=rec.D,
         )  # fmt: skip
         suite.update(sample, pred)
         state = sensor_state(rec)

@@ -9,7 +9,7 @@ The result's ``metrics`` dict is JSON-ready (NaN and inf become ``null``)::
 
     {"model": {"name", "parameters", "device"}, "num_samples", "seed",
      "metric_config": {...}, "memory": {"peak_bytes", "kind"},
-     "robustness": {protocol: {"miou", "boundary_f", "small_miou", "det_map_50"}},
+     "robustness": {protocol: {"miou", "boundary_f", "small_miou", "det_map_50", "det_boxes_per_frame"}},
      "protocols": {protocol: MetricSuite.compute()}}
 """
 
@@ -179,7 +179,10 @@ class Evaluator:
             "metric_config": to_dict(self.metric_config),
             "memory": peak_memory(device),
             "robustness": {
-                name: {k: p["all"].get(k) for k in ("miou", "boundary_f", "small_miou", "det_map_50")}
+                name: {
+                    k: p["all"].get(k)
+                    for k in ("miou", "boundary_f", "small_miou", "det_map_50", "det_boxes_per_frame")
+                }
                 for name, p in protocols.items()
             },
             "protocols": protocols,

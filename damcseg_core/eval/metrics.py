@@ -36,6 +36,7 @@ __all__ = [
     "MetricSuite",
     "count_parameters",
     "peak_memory",
+    "spearman",
     "timing_stats",
 ]
 
@@ -80,7 +81,9 @@ class MetricGroup:
         )
         self.num_images = 0
         self.inference_ms: list[float] = []
-        self.scene_scores: list[float] = []
+        self.S_values: list[float] = []  # scene complexity S per image (eq. 5)
+        self.D_values: list[float] = []  # its object-density term D per image
+        self.valid_objects: list[int] = []  # valid detection objects per image (for D vs count)
 
     def compute(self) -> dict[str, Any]:
         """Every metric of the group in one flat dict (fractions in [0, 1], NaN = undefined)."""
@@ -90,6 +93,8 @@ class MetricGroup:
         out.update(self.objects.compute())
         out.update({f"det_{k}": v for k, v in self.detection.compute().items()})
         out.update(timing_stats(self.inference_ms))
+        # Does the density term D follow the number of objects? (Spearman rank correlation.)
+        out["D_objects_spearman"] = spearman(self.D_values, self.valid_objects)
         return out
 
 
@@ -128,7 +133,7 @@ class MetricSuite:
                 ``occlusion`` and ``boxes`` enable the object and detection metrics (skipped when
                 ``meta["has_boxes"]`` is False); ``condition`` picks the condition group.
             prediction: a ``PredictionResult`` (or any object with ``mask``, ``boxes``, ``scores``,
-                ``labels``, optionally ``category``, ``scene_score`` and ``inference_ms``).
+                ``labels``, optionally ``category``, ``S``, ``D`` and ``inference_ms``).
 
         Raises:
             ValueError: no ``semantic`` in the sample, or the mask's size differs from it.
@@ -182,12 +187,15 @@ class MetricSuite:
                 group.detection.accumulate(det)
             if getattr(prediction, "inference_ms", None) is not None:
                 group.inference_ms.append(float(prediction.inference_ms))
-            if getattr(prediction, "scene_score", None) is not None:
-                group.scene_scores.append(float(prediction.scene_score))
+            if getattr(prediction, "S", None) is not None:
+                group.S_values.append(float(prediction.S))
+            if getattr(prediction, "D", None) is not None and det is not None:
+                group.D_values.append(float(prediction.D))
+                group.valid_objects.append(int(det["counts"][2]))
 
     def compute(self) -> dict[str, Any]:
         """Return ``{"all": {...}, "condition": {name: {...}}, "complexity": {name: {...}},
-        "scene_scores": [...]}``; each inner dict is :meth:`MetricGroup.compute`."""
+        "S": [...]}``; each inner dict is :meth:`MetricGroup.compute`."""
         out: dict[str, Any] = {"all": {}, "condition": {}, "complexity": {}}
         for key, group in sorted(self.groups.items()):
             values = group.compute()
@@ -196,8 +204,29 @@ class MetricSuite:
             else:
                 kind, name = key.split("/", 1)
                 out[kind][name] = values
-        out["scene_scores"] = list(self.groups["all"].scene_scores) if "all" in self.groups else []
+        out["S"] = list(self.groups["all"].S_values) if "all" in self.groups else []
         return out
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman rank correlation of two equal-length sequences (average ranks for ties); NaN
+    for fewer than 3 pairs or a constant sequence."""
+    if len(a) != len(b) or len(a) < 3:
+        return float("nan")
+
+    def ranks(x: np.ndarray) -> np.ndarray:
+        order = np.argsort(x, kind="mergesort")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x), dtype=np.float64)
+        for v in np.unique(x):  # ties share their mean rank
+            tie = x == v
+            r[tie] = r[tie].mean()
+        return r
+
+    ra, rb = ranks(np.asarray(a, dtype=np.float64)), ranks(np.asarray(b, dtype=np.float64))
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def timing_stats(inference_ms: list[float]) -> dict[str, float]:

@@ -46,6 +46,12 @@ METRIC_COLUMNS = (
     ("occluded_recall", "Occluded recall %", True),
     ("det_map_50", "mAP@0.5 %", True),
     ("det_map", "mAP@[.5:.95] %", True),
+    ("det_map_50_small", "mAP@0.5 100-1024 px %", True),
+    ("det_map_50_large", "mAP@0.5 >=1024 px %", True),
+    ("det_recall_50", "Det recall@0.5 %", True),
+    ("det_boxes_per_frame", "boxes/frame", False),
+    ("det_valid_gt_per_frame", "valid objects/frame", False),
+    ("det_fp_per_frame", "FP/frame", False),
     ("fps", "FPS", False),
 )
 
@@ -159,8 +165,8 @@ def render_html(result: EvaluationResult) -> str:
         f"<h2>Per predicted scene complexity ({html.escape(first)})</h2>",
         metrics_table(main["complexity"], "complexity"),
     ]
-    if main.get("scene_scores"):
-        parts += ["<h2>Scene complexity</h2>", scene_histogram_html(main["scene_scores"])]
+    if main.get("S"):
+        parts += ["<h2>Scene complexity</h2>", scene_histogram_html(main["S"])]
     if result.examples:
         parts.append("<h2>Examples</h2>")
         parts += [overlay_html(e) for e in result.examples]

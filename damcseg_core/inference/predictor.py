@@ -89,11 +89,6 @@ class PredictionResult:
     inference_ms: float
     class_names: tuple[str, ...] = CITYSCAPES_CLASSES
 
-    @property
-    def scene_score(self) -> float:
-        """``S`` under the name :class:`damcseg_core.eval.metrics.MetricSuite` reads (until it reads ``S``)."""
-        return self.S
-
 
 def _as_tensor(arr: np.ndarray) -> torch.Tensor:
     """Wrap ``arr`` without a copy when possible.

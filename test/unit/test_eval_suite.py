@@ -36,7 +36,7 @@ def _prediction(sample, correct, category, ms=10.0):
     boxes = sample["boxes"].numpy() if correct else np.zeros((0, 4), np.float32)
     return SimpleNamespace(
         mask=mask, boxes=boxes, scores=np.ones(len(boxes), np.float32),
-        labels=np.full(len(boxes), 13), category=category, scene_score=0.1 * (category + 1), inference_ms=ms,
+        labels=np.full(len(boxes), 13), category=category, S=0.1 * (category + 1), inference_ms=ms,
     )  # fmt: skip
 
 
@@ -55,7 +55,7 @@ def test_groups_hold_the_right_images():
     assert out["all"]["num_images"] == 3
     assert {k: v["num_images"] for k, v in out["condition"].items()} == {"day": 2, "night": 1}
     assert {k: v["num_images"] for k, v in out["complexity"].items()} == {"simple": 1, "complex": 2}
-    assert out["scene_scores"] == pytest.approx([0.1, 0.3, 0.3])
+    assert out["S"] == pytest.approx([0.1, 0.3, 0.3])
 
 
 @pytest.mark.parametrize(
