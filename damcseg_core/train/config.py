@@ -142,6 +142,9 @@ class TrainConfig:
     # L_align in any stage and L_det updates only the detection-specific parameters
     # (DETECTION_ONLY_PREFIXES), so shared backbone, encoders and fusion learn from segmentation alone.
     joint_training: bool = True
+    init_from: str | None = None  # warm start: load the matching weights of this checkpoint (not a resume)
+    # Val metric that picks best.pt: val_miou | val_map_50 | val_joint (their mean).
+    select_metric: str = "val_miou"
     log_every: int = 10  # steps between log rows (CSV / TensorBoard)
     val_every: int = 200  # steps between validations (0 = only at the end)
     ckpt_every: int = 100  # steps between last.pt checkpoints (always also at the end)
@@ -182,6 +185,12 @@ class TrainConfig:
             raise ConfigError(
                 f"resume must be 'auto', 'never' or a path to a .pt checkpoint, got {self.resume!r}"
             )
+        if self.select_metric not in ("val_miou", "val_map_50", "val_joint"):
+            raise ConfigError(
+                f"select_metric must be val_miou, val_map_50 or val_joint, got {self.select_metric!r}"
+            )
+        if self.init_from is not None and not self.init_from.endswith(".pt"):
+            raise ConfigError(f"init_from must be a path to a .pt checkpoint, got {self.init_from!r}")
         for name in ("log_every", "ckpt_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -37,7 +37,9 @@ from torch.utils.data import DataLoader, Dataset
 from damcseg_core import MODALITIES
 from damcseg_core.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
 from damcseg_core.config import ConfigError, dump_yaml
-from damcseg_core.data.classes import NUM_CLASSES
+from damcseg_core.data.targets import valid_objects
+from damcseg_core.eval.detection_metrics import DetectionMAP
+from damcseg_core.eval.segmentation_metrics import SegmentationIoU
 from damcseg_core.losses.dsjl import DSJLoss
 from damcseg_core.train.augment import Augmenter, generator_for, sample_modality_subset, seed_for
 from damcseg_core.train.config import DETECTION_ONLY_PREFIXES, TrainConfig
@@ -264,6 +266,30 @@ class Trainer:
             print(f"[damcseg-train] resumed from {path} at step {self.step}/{self.total_steps}", flush=True)
         return True
 
+    def warm_start(self) -> dict[str, list[str]]:
+        """Load ``init_from``'s weights where name and shape match (a fresh run, not a resume).
+
+        Returns:
+            ``loaded`` and ``skipped`` parameter/buffer names (skipped: absent from the
+            checkpoint or of another shape, e.g. a detection head with another anchor count).
+        """
+        path = Path(self.cfg.init_from)
+        if not path.is_file():
+            raise ConfigError(f"init_from={str(path)!r}: no such checkpoint; pass an existing .pt file")
+        ckpt = load_checkpoint(path, map_location=self.dist.device)
+        src = ckpt["model"]
+        own = self.model.state_dict()
+        loaded = [k for k, v in src.items() if k in own and own[k].shape == v.shape]
+        skipped = sorted(set(own) - set(loaded))
+        self.model.load_state_dict({k: src[k] for k in loaded}, strict=False)
+        if self.dist.is_main:
+            print(
+                f"[damcseg-train] warm start from {path}: {len(loaded)} tensors loaded, {len(skipped)} "
+                f"kept at init ({', '.join(skipped[:6])}{' ...' if len(skipped) > 6 else ''})",
+                flush=True,
+            )
+        return {"loaded": loaded, "skipped": skipped}
+
     # ------------------------------------------------------------------ helpers
     def _enter_stage(self, step: int) -> None:
         """Apply freezing and loss switches of the stage at ``step``; rewrap DDP on a change."""
@@ -318,21 +344,22 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """mIoU and pixel accuracy of the model on the val set (rank 0 runs it; all wait)."""
+        """mIoU, pixel accuracy and detection mAP@0.5 on the val set (rank 0 runs it; all wait).
+
+        mAP uses the valid-object rule of ``loss.detection`` (the targets the detector is
+        trained on) and the model's own post-processing settings.
+        """
         if self.val_set is None:
             return {}
         result: dict[str, float] = {}
         if self.dist.is_main:
-            try:
-                from damcseg_core.eval.segmentation_metrics import SegmentationIoU
-            except ImportError:  # the eval package is optional for training
-                SegmentationIoU = None
             loader = DataLoader(
                 self.val_set, batch_size=self.cfg.batch_size, shuffle=False, collate_fn=self.collate_fn,
                 num_workers=self.cfg.num_workers, generator=torch.Generator().manual_seed(0),
             )  # fmt: skip
-            conf = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64)
-            metric = SegmentationIoU(NUM_CLASSES) if SegmentationIoU is not None else None
+            det_cfg = self.cfg.loss.detection
+            seg = SegmentationIoU(self.model.config.num_classes)
+            det = DetectionMAP(min_area=det_cfg.min_area, max_occlusion=det_cfg.max_occlusion)
             was_training = self.model.training
             self.model.eval()
             for i, batch in enumerate(loader):
@@ -340,32 +367,29 @@ class Trainer:
                     break
                 inputs = {m: batch[m].to(self.dist.device) for m in MODALITIES if m in batch}
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_amp):
-                    pred = self.model(inputs).seg_logits.argmax(1).cpu()
-                target = batch["semantic"]
-                if metric is not None:
-                    metric.update(pred.numpy(), target.numpy())
-                else:
-                    valid = target != 255
-                    idx = target[valid] * NUM_CLASSES + pred[valid]
-                    conf += torch.bincount(idx, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
+                    out = self.model(inputs)
+                seg.update(out.seg_logits.argmax(1).cpu().numpy(), batch["semantic"].numpy())
+                for j in range(len(out.boxes)):
+                    det.update(
+                        out.boxes[j].cpu(), out.scores[j].cpu(), out.labels[j].cpu(), batch["boxes"][j],
+                        batch["labels"][j], batch["areas"][j] if "areas" in batch else None,
+                        batch["occlusion"][j] if "occlusion" in batch else None,
+                    )  # fmt: skip
             self.model.train(was_training)
-            if metric is not None:
-                res = metric.compute()
-                result = {"val_miou": res["miou"], "val_pixel_acc": res["pixel_accuracy"]}
-            else:
-                tp = conf.diag().double()
-                union = conf.sum(0).double() + conf.sum(1).double() - tp
-                present = union > 0
-                result = {
-                    "val_miou": float((tp[present] / union[present]).mean())
-                    if present.any()
-                    else float("nan"),
-                    "val_pixel_acc": float(tp.sum() / conf.sum().clamp_min(1)),
-                }
+            res, dres = seg.compute(), det.compute()
+            result = {
+                "val_miou": res["miou"],
+                "val_pixel_acc": res["pixel_accuracy"],
+                "val_map_50": dres["map_50"],
+                "val_boxes_to_gt": dres["boxes_to_gt"],
+            }
+            m, d = result["val_miou"], result["val_map_50"]
+            result["val_joint"] = (m + d) / 2 if not math.isnan(d) else m
         # Every rank needs rank 0's metric to take the same best.pt decision (it holds barriers).
-        miou = all_gather_floats(self.dist, result.get("val_miou", float("nan")))[0]
-        if not self.dist.is_main and not math.isnan(miou):
-            result = {"val_miou": miou}
+        key = self.cfg.select_metric
+        metric = all_gather_floats(self.dist, result.get(key, float("nan")))[0]
+        if not self.dist.is_main and not math.isnan(metric):
+            result = {key: metric}
         return result
 
     # ------------------------------------------------------------------ training
@@ -382,8 +406,19 @@ class Trainer:
         inputs = {m: batch[m] for m in present}
         kwargs: dict[str, Any] = {"drop": drop}
         if cfg.roi_from_gt:
-            kwargs["roi_boxes"] = batch["boxes"]
-            kwargs["roi_labels"] = batch["labels"]
+            # Teacher forcing with the objects the detector is asked to find: at inference the
+            # local and depth-prior paths only ever see boxes of valid objects.
+            det_cfg = cfg.loss.detection
+            areas, occ = batch.get("areas"), batch.get("occlusion")
+            valid = [
+                valid_objects(
+                    b, areas[i] if areas is not None else None, occ[i] if occ is not None else None,
+                    det_cfg.min_area, det_cfg.max_occlusion,
+                )
+                for i, b in enumerate(batch["boxes"])
+            ]  # fmt: skip
+            kwargs["roi_boxes"] = [b[k] for b, k in zip(batch["boxes"], valid)]
+            kwargs["roi_labels"] = [lab[k] for lab, k in zip(batch["labels"], valid)]
         self.model.train()
         losses = self._ddp(inputs, batch, **kwargs)
         total = losses["total"]
@@ -437,7 +472,8 @@ class Trainer:
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         barrier(self.dist)
-        self.maybe_resume()
+        if not self.maybe_resume() and cfg.init_from:
+            self.warm_start()
         if self.dist.is_main:
             dump_yaml(cfg, self.out_dir / "config.yaml")
             try:
@@ -480,7 +516,7 @@ class Trainer:
                 last_val = self.validate()
                 if last_val and self.dist.is_main:
                     self._log(self.step, {"step": self.step, **last_val}, name="val")
-                metric = last_val.get("val_miou")
+                metric = last_val.get(cfg.select_metric)
                 if (
                     metric is not None
                     and not math.isnan(metric)

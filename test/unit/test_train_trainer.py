@@ -131,6 +131,10 @@ def test_run_writes_config_logs_and_checkpoints(straight):
     val = list(csv.DictReader(open(straight / "val.csv")))
     assert [int(r["step"]) for r in val] == [3, 6]
     assert 0.0 <= float(val[-1]["val_miou"]) <= 1.0
+    assert 0.0 <= float(val[-1]["val_map_50"]) <= 1.0  # the 400-px car is a valid detection target
+    assert float(val[-1]["val_joint"]) == pytest.approx(
+        (float(val[-1]["val_miou"]) + float(val[-1]["val_map_50"])) / 2
+    )
     ckpt = load_checkpoint(straight / "last.pt")
     assert ckpt["step"] == 6 and ckpt["train_config"]["total_steps"] == 6
     model = load_model(straight / "last.pt")
@@ -147,6 +151,40 @@ def test_resume_in_fresh_objects_matches_straight_run(straight, tmp_path):
     assert_same_weights(straight / "last.pt", tmp_path / "last.pt")
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_warm_start_loads_matching_weights_and_keeps_the_rest(straight, tmp_path, capsys):
+    from damcseg_core.train.trainer import Trainer
+
+    # Another anchor layout: the detection prediction layers change shape, the rest is reused.
+    cfg = config(
+        tmp_path, init_from=str(straight / "last.pt"), total_steps=1,
+        model_overrides={"detection": {"aspect_ratios": [1.0]}},
+    )  # fmt: skip
+    trainer = Trainer(cfg, train_set=TinyScenes(), val_set=TinyScenes(2), collate_fn=collate)
+    result = trainer.warm_start()
+    src = weights(straight / "last.pt")
+    assert sorted(result["skipped"]) == sorted(
+        f"det_head.{net}.pred.1.{p}" for net in ("class_net", "box_net") for p in ("weight", "bias")
+    )
+    own = trainer.model.state_dict()
+    for k in result["loaded"]:
+        assert torch.equal(own[k], src[k]), k
+    assert "warm start from" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"select_metric": "val_map"}, "select_metric must be val_miou, val_map_50 or val_joint"),
+        ({"init_from": "weights.bin"}, "init_from must be a path to a .pt checkpoint"),
+    ],
+)
+def test_bad_selection_and_init_settings_are_named(tmp_path, extra, message):
+    from damcseg_core.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        config(tmp_path, **extra).validate()
 
 
 def test_resume_never_starts_over(tmp_path):
