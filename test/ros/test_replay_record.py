@@ -96,11 +96,17 @@ def test_replay_keeps_order_and_relative_timing(tmp_path, ros_node):
     # Relative timing. The replay's own publish times follow the recorded gaps closely; arrival
     # times add DDS delivery and this process's spinning, so they get a looser bound (a burst
     # would put every gap near 0 and fail both).
+    # On the loaded 2-core CI machine the replay process can be descheduled once for ~0.3 s
+    # (seen on Jazzy: one gap of 0.39 s for 0.10 s), so one publish may be late; a burst or a
+    # wrong rate would still be off on every gap. Arrivals are compared with the publish times:
+    # what DDS and this process's spinning add.
     publish_gaps = np.diff([int(r[2]) for r in rows]) / 1e9
-    assert np.abs(publish_gaps - np.array(GAPS)).max() < 0.05, (publish_gaps, GAPS)
+    publish_error = np.abs(publish_gaps - np.array(GAPS))
+    assert np.median(publish_error) < 0.01, (publish_gaps, GAPS)
+    assert (publish_error > 0.05).sum() <= 1 and publish_error.max() < 0.5, (publish_gaps, GAPS)
     arrival_gaps = np.diff([r[1] for r in received])
-    assert np.abs(arrival_gaps - np.array(GAPS)).max() < 0.25, (arrival_gaps, GAPS)
-    assert abs(arrival_gaps.sum() - sum(GAPS)) < 0.25
+    assert np.abs(arrival_gaps - publish_gaps).max() < 0.25, (arrival_gaps, publish_gaps)
+    assert abs(arrival_gaps.sum() - publish_gaps.sum()) < 0.25
 
 
 def test_recorder_captures_every_message(tmp_path, ros_node):
