@@ -108,17 +108,18 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "score_threshold",
-        0.3,
-        "Detections below this score are not published; also LabelInfo.threshold.",
+        0.0,
+        "Detections below this score are not published (0: every box the model keeps); also "
+        "LabelInfo.threshold.",
         range=(0.0, 1.0),
     ),
     ParamSpec(
         "detection.score_threshold",
-        0.3,
+        -1.0,
         "Model post-processing: candidate boxes below this score are discarded before NMS, so they "
-        "never reach the scene estimate (D, O), the ROI path or the output. 'score_threshold' then "
-        "filters what is published.",
-        range=(0.0, 1.0),
+        "never reach the scene estimate (D, O), the ROI path or the output. -1: the checkpoint's own "
+        "threshold (chosen on a validation seed). 'score_threshold' then filters what is published.",
+        range=(-1.0, 1.0),
         group="detection",
     ),
     ParamSpec(
@@ -348,6 +349,8 @@ def from_values(values: dict[str, Any]) -> NodeParams:
         max_future=v["sync.max_future"],
     )
     detection = {s.name.split(".", 1)[1]: v[s.name] for s in PARAMETERS if s.group == "detection"}
+    if detection["score_threshold"] < 0:  # keep the checkpoint's own threshold
+        del detection["score_threshold"]
     plain = {s.name: v[s.name] for s in PARAMETERS if s.group is None}
     transports = {m: v[f"transport.{m}"] for m in MODALITIES}
     return NodeParams(**plain, modalities=modalities, sync=sync, detection=detection, transports=transports)

@@ -21,12 +21,8 @@ import pytest
 
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
-# Fast DDS profile with a 16 MB shared-memory segment (config/fastdds_large_images.xml), as in
-# tools/env.sh: with the 512 KB default, best-effort images over ~0.5 MB never arrive. Set before
-# rclpy.init() in this process (the frame publisher) and inherited by the node subprocesses.
-FASTDDS_PROFILE = Path(__file__).resolve().parents[2] / "config" / "fastdds_large_images.xml"
-if not (os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE")):
-    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
+# The large-image Fast DDS profile is set by test/conftest.py through damcseg_ros.fastdds (the one
+# policy: it picks the variable the installed Fast DDS reads, FASTRTPS_ on Jazzy's 2.x).
 
 rclpy = pytest.importorskip("rclpy")
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402

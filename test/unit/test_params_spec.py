@@ -43,9 +43,10 @@ def test_config_file_is_exactly_the_table_defaults():
 def test_defaults_read_into_the_documented_values():
     p = params.from_values({s.name: s.default for s in params.PARAMETERS})
     assert p.modalities == ("rgb", "depth", "thermal")
-    assert p.detection == {"score_threshold": 0.3, "max_detections": 50, "class_agnostic_nms": True}
+    # No score_threshold override: the checkpoint's own (chosen on a validation seed) applies.
+    assert p.detection == {"max_detections": 50, "class_agnostic_nms": True}
     assert p.sync.deadlines == {"rgb": 0.05, "depth": 0.05, "thermal": 0.05}
-    assert (p.checkpoint, p.backend, p.score_threshold) == ("", "torch", 0.3)
+    assert (p.checkpoint, p.backend, p.score_threshold) == ("", "torch", 0.0)
 
 
 @pytest.mark.parametrize("spec", params.PARAMETERS, ids=lambda s: s.name)
@@ -57,7 +58,7 @@ def test_every_default_passes_its_own_validation(spec):
     ("name", "value", "reason"),
     [
         ("detection.max_detections", 5000, "detection.max_detections must be in [0, 1000], got 5000"),
-        ("detection.score_threshold", 1.5, "must be in [0.0, 1.0]"),
+        ("detection.score_threshold", 1.5, "must be in [-1.0, 1.0]"),
         ("detection.class_agnostic_nms", "yes", "detection.class_agnostic_nms must be true or false"),
         ("backend", "tensorrt", "backend must be one of ['torch', 'onnxruntime'], got 'tensorrt'"),
         ("detection.max_detections", 2.5, "must be an integer"),
