@@ -29,6 +29,7 @@ import numpy as np
 from damcseg_core import MODALITIES
 from damcseg_core.data.classes import IGNORE_INDEX, NUM_CLASSES
 from damcseg_core.data.rosbag_io import DEFAULT_TOPICS, BagTopics, read_bag_samples
+from damcseg_core.data.targets import valid_objects
 from damcseg_core.eval.evaluator import to_jsonable
 from damcseg_core.eval.metrics import MetricSuite, timing_stats
 from damcseg_core.eval.report import REPORT_STYLE, figure_html, metrics_table, overlay_html
@@ -227,7 +228,7 @@ def write_drive_report(
     per_state: dict[str, SegmentationIoU] = {}
     frames: list[dict[str, Any]] = []
     examples_at = _pick_examples(records)
-    gt_objects: list[int] = []  # ground-truth objects of every processed frame
+    gt_objects: list[int] = []  # valid detection objects (data.targets rule) of every processed frame
     t0: int | None = None
     examples = []
     for sample in read_bag_samples(input_bag, topics):
@@ -236,7 +237,10 @@ def write_drive_report(
         rec = records.get(stamp)
         frames.append({"stamp_ns": stamp, "condition": sample["condition"], "record": rec})
         if rec is not None and rec.mask is not None:
-            gt_objects.append(len(sample.get("labels", ())))
+            if "boxes" in sample:
+                gt_objects.append(
+                    int(valid_objects(sample["boxes"], sample.get("areas"), sample.get("occlusion")).sum())
+                )
         if rec is None or rec.mask is None or not sample["meta"].get("has_labels", True):
             continue
         pred = SimpleNamespace(
@@ -308,7 +312,7 @@ def write_drive_report(
         "scene categories: " + ", ".join(f"{k} {v}" for k, v in result["scene_categories"].items()),
         (
             f"boxes per frame: {boxes['published']:.1f} published vs "
-            f"{boxes['ground_truth_objects']:.1f} ground-truth objects"
+            f"{boxes['ground_truth_objects']:.1f} valid ground-truth objects (>= 100 px)"
             if processed and gt_objects
             else "boxes per frame: n/a"
         ),
