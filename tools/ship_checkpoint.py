@@ -1,28 +1,57 @@
 #!/usr/bin/env python3
 """Strip a training checkpoint to what inference needs and write it where the package looks.
 
-    python tools/ship_checkpoint.py runs/edge_synthetic_fast/last.pt damcseg_core/weights/damcseg_edge.pt
+    python tools/ship_checkpoint.py runs/edge_synthetic_fast/last.pt damcseg_core/weights/damcseg_edge.pt \
+        [--set detection.score_threshold=0.35 ...]
 
 Keeps the weights, the model config, the step, the best metric and the training config (so the
 shipped file still says how it was made); drops the optimizer, schedule and RNG state, which only
-resuming needs. The result loads with ``damcseg_core.checkpoint.load_model``.
+resuming needs. ``--set section.key=value`` changes model-config values that do not change the
+weights' shapes (post-processing settings chosen on a validation seed, e.g. the detection score
+threshold from ``tools/choose_score_threshold.py``). The result loads with
+``damcseg_core.checkpoint.load_model``.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
+import yaml
+
 from damcseg_core.checkpoint import load_checkpoint, load_model, save_checkpoint
+from damcseg_core.config import deep_merge, from_dict, to_dict
+from damcseg_core.models import build_model_from_config
+from damcseg_core.models.config import ModelConfig
+
+
+def _nested(key: str, value: str) -> dict:
+    out: dict = yaml.safe_load(value)
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    src, dst = Path(argv[0]), Path(argv[1])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("src", type=Path)
+    ap.add_argument("dst", type=Path)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model-config override")
+    args = ap.parse_args(argv)
+    src, dst = args.src, args.dst
     ckpt = load_checkpoint(src)
     model = load_model(src)
+    if args.set:
+        cfg = to_dict(model.config)
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                ap.error(f"--set needs KEY=VALUE, got {item!r}")
+            cfg = deep_merge(cfg, _nested(key, value))
+        new = build_model_from_config(from_dict(ModelConfig, cfg))
+        new.load_state_dict(model.state_dict())  # same shapes, or the override was not post-processing
+        model = new.eval()
     save_checkpoint(
         dst,
         model,
