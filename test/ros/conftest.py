@@ -58,6 +58,16 @@ class NodeProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
+    def wait_for_output(self, received: Callable[[], Any], what: str = "output") -> None:
+        """Wait until ``received()`` is truthy; fail with the node's log if it exits or times out."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline and not received():
+            if self.proc.poll() is not None:
+                pytest.fail(f"node exited with {self.proc.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        if not received():
+            pytest.fail(f"no {what} within {STARTUP_TIMEOUT} s; node log:\n{self.log()}")
+
     def log(self) -> str:
         if not self._log.closed:
             self._log.flush()

@@ -11,7 +11,6 @@ frames that follow are processed.
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -112,13 +111,7 @@ def system(kit, ros_context, tmp_path_factory):
     }
     frames = CompressedPublisher(node, kit)
     try:
-        deadline = time.monotonic() + kit.STARTUP_TIMEOUT
-        while time.monotonic() < deadline and not out["scene"].msgs:
-            if proc.proc.poll() is not None:
-                pytest.fail(f"node exited with {proc.proc.returncode}:\n{proc.log()}")
-            time.sleep(0.05)
-        if not out["scene"].msgs:
-            pytest.fail(f"no output within {kit.STARTUP_TIMEOUT} s; node log:\n{proc.log()}")
+        proc.wait_for_output(lambda: out["scene"].msgs, "output")
         yield {"proc": proc, "frames": frames, **out}
     finally:
         frames.destroy()

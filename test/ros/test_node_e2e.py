@@ -56,13 +56,7 @@ def system(kit, ros_context, tmp_path_factory):
     collectors["diagnostics"] = kit.Collector(node, DiagnosticArray, "/diagnostics", kit.reliable_qos())
     frames = kit.FramePublisher(node, rate=8.0)
     try:
-        deadline = time.monotonic() + kit.STARTUP_TIMEOUT
-        while time.monotonic() < deadline and not collectors["scene"].msgs:
-            if proc.proc.poll() is not None:
-                pytest.fail(f"node exited with {proc.proc.returncode}:\n{proc.log()}")
-            time.sleep(0.05)
-        if not collectors["scene"].msgs:
-            pytest.fail(f"no output within {kit.STARTUP_TIMEOUT} s; node log:\n{proc.log()}")
+        proc.wait_for_output(lambda: collectors["scene"].msgs, "output")
         yield {"proc": proc, "frames": frames, **collectors}
     finally:
         frames.destroy()

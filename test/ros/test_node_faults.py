@@ -188,13 +188,7 @@ def system(kit, ros_context, tmp_path_factory):
     }
     stream = sys_["stream"] = Stream(node, kit.sensor_qos())
     try:
-        deadline = time.monotonic() + kit.STARTUP_TIMEOUT
-        while time.monotonic() < deadline and not sys_["scene"].items:
-            if proc.proc.poll() is not None:
-                pytest.fail(f"node exited with {proc.proc.returncode}:\n{proc.log()}")
-            time.sleep(0.05)
-        if not sys_["scene"].items:
-            pytest.fail(f"no output within {kit.STARTUP_TIMEOUT} s; node log:\n{proc.log()}")
+        proc.wait_for_output(lambda: sys_["scene"].items, "output")
         yield sys_
     finally:
         stream.destroy()

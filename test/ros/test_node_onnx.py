@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -125,13 +123,7 @@ def test_node_process_publishes_the_torch_mask(kit, ros_context, onnx_dir, tmp_p
     sent = {m: kit.Collector(node, Image, f"/{m}/image", kit.sensor_qos()) for m in ALL}
     frames = kit.FramePublisher(node, rate=5.0)
     try:
-        deadline = time.monotonic() + kit.STARTUP_TIMEOUT
-        while time.monotonic() < deadline and len(masks.msgs) < 2:
-            if proc.proc.poll() is not None:
-                pytest.fail(f"node exited with {proc.proc.returncode}:\n{proc.log()}")
-            time.sleep(0.05)
-        if len(masks.msgs) < 2:
-            pytest.fail(f"no masks within {kit.STARTUP_TIMEOUT} s; node log:\n{proc.log()}")
+        proc.wait_for_output(lambda: len(masks.msgs) >= 2, "masks")
     finally:
         frames.destroy()
         proc.stop()
