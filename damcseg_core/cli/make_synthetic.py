@@ -3,6 +3,7 @@
 Example:
     damcseg-make-synthetic --out data/synth --frames 200 --size 256x512 --conditions day,night,fog
     damcseg-make-synthetic --out data/real --frames 200 --depth mix --lidar-fraction 0.5 --thermal realistic
+    damcseg-make-synthetic --format packed --out runs/cache/s2 --frames 4000 --size 256x512 --seed 2
 
 By default every frame is an independent scene (conditions and crowd densities drawn per
 frame, as :class:`damcseg_core.data.synthetic.SyntheticDataset`). With ``--drive`` the frames
@@ -10,6 +11,12 @@ are one temporally coherent drive whose condition changes at even intervals thro
 conditions. ``--depth`` (ideal, lidar, stereo, mix) and ``--thermal`` (ideal, realistic) pick the
 sensor models of :mod:`damcseg_core.data.synthetic.sensors` (default ideal). The layout is documented in :mod:`damcseg_core.data.synthetic.folder`; read it back
 with ``SyntheticFolderDataset(DIR)`` or the dataset spec ``synthetic-folder:DIR``.
+
+``--format packed`` writes instead the memory-mapped training cache of
+:mod:`damcseg_core.data.synthetic.packed` (independent scenes only, rendered by ``--workers``
+processes): ``SyntheticPackedDataset(DIR)`` / ``synthetic-packed:DIR`` read back exactly the
+samples of the spec ``synthetic:frames=N,size=HxW,seed=S,...`` with the same options, which a
+training config may also name as ``synthetic:...,cache=DIR`` to reuse it.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from damcseg_core.data.synthetic import (
     SyntheticWorldConfig,
     preview_grid,
     write_synthetic_folder,
+    write_synthetic_packed,
 )
 
 __all__ = ["build_parser", "main"]
@@ -97,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.5,
         help="--depth mix: share of lidar frames, 0..1 (default 0.5)",
     )
+    p.add_argument(
+        "--format",
+        choices=("folder", "packed"),
+        default="folder",
+        help="folder: PNG + JSON per frame (default); packed: memory-mapped training cache",
+    )
+    p.add_argument(
+        "--workers", type=int, default=0, help="--format packed: rendering processes (default: one per core)"
+    )
     p.add_argument("--preview", type=Path, default=None, help="preview PNG (default OUT/preview.png)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -121,9 +138,43 @@ def _frames(args: argparse.Namespace) -> Iterator[SyntheticFrame]:
             yield ds.frame(i)
 
 
+def _write_packed(args: argparse.Namespace) -> list[SyntheticFrame]:
+    if args.drive:
+        raise ConfigError(
+            "--format packed caches independent scenes (what synthetic:... specs train on); drop --drive, "
+            "or write the drive with --format folder"
+        )
+    ds = SyntheticDataset(
+        args.frames, args.seed, args.size, args.conditions, args.crowd,
+        depth=args.depth, thermal=args.thermal, lidar_fraction=args.lidar_fraction,
+    )  # fmt: skip
+    if args.out.exists():
+        raise ConfigError(f"--out {args.out} exists; remove it or pick another folder for the packed cache")
+    write_synthetic_packed(args.out, ds.config, workers=args.workers, progress=not args.no_progress)
+    return [ds.frame(i) for i in range(min(4, args.frames))]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.format == "packed":
+        try:
+            examples = _write_packed(args)
+        except ConfigError as exc:
+            print(f"damcseg-make-synthetic: error: {exc}", file=sys.stderr)
+            return 2
+        preview = args.preview or args.out / "preview.png"
+        preview.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(preview), preview_grid(examples)[:, :, ::-1])
+        spec = (
+            f"synthetic:frames={args.frames},size={args.size[0]}x{args.size[1]},seed={args.seed},"
+            f"cache={args.out}"
+        )
+        print(
+            f"wrote the packed cache of {args.frames} scenes to {args.out} (preview: {preview}); "
+            f"train on it with {spec} (plus the same conditions/crowd/sensor options) or synthetic-packed:{args.out}"
+        )
+        return 0
     try:
         examples = write_synthetic_folder(
             args.out,

@@ -5,7 +5,9 @@ take their root path as the first, bare option::
 
     synthetic:frames=200,size=256x512,seed=1,conditions=day+night
     synthetic:frames=200,depth=mix,lidar_fraction=0.5,thermal=realistic   (sensor models, default ideal)
+    synthetic:frames=4000,size=256x512,seed=2,cache=runs/cache/s2   (render once, then memory-map)
     synthetic-folder:/data/synth_run3
+    synthetic-packed:runs/cache/s2
     cityscapes:/data/cityscapes,split=val,size=512x1024
     kitti360:/data/KITTI-360,split=val
     mfnet:/data/MFNet,split=test_night
@@ -16,6 +18,12 @@ take their root path as the first, bare option::
 Values are converted by the option's declared type: ``HxW`` for sizes, ``a+b`` for lists,
 ``true``/``false``, numbers, ``none``. Keyword arguments of :func:`build_dataset` override or add
 options with already-typed values. Unknown kinds and options fail with the valid ones listed.
+
+``synthetic`` also takes ``cache=DIR`` (and ``cache_workers=N``, rendering processes, default one
+per core): the scenes are rendered once into a packed cache at ``DIR`` (relative paths are relative
+to the working directory) and memory-mapped from then on; samples are identical to the uncached
+ones. A ``DIR`` holding another spec's scenes is an error, never reused
+(:mod:`damcseg_core.data.synthetic.packed`).
 """
 
 from __future__ import annotations
@@ -61,8 +69,14 @@ DATASET_KINDS: dict[str, _Kind] = {
     "darkzurich": _Kind("damcseg_core.data.dark_zurich", "DarkZurichConfig", "DarkZurichDataset", "root"),
     "deliver": _Kind("damcseg_core.data.deliver", "DeliverConfig", "DeliverDataset", "root"),
     "bag": _Kind("damcseg_core.data.rosbag_io", "", "BagDataset", "path"),
+    "synthetic-packed": _Kind(
+        "damcseg_core.data.synthetic", "SyntheticPackedConfig", "SyntheticPackedDataset", "root"
+    ),
 }
 """Spec kind -> where its config and dataset live."""
+
+_SYNTHETIC_CACHE_OPTIONS = {"cache": str, "cache_workers": int}
+"""Options of the ``synthetic`` kind that pick where its scenes come from, not what they are."""
 
 
 def parse_spec(spec: str) -> tuple[str, str | None, dict[str, str]]:
@@ -170,13 +184,20 @@ def build_dataset(spec: str, **overrides: Any) -> Any:
     config_cls, build = _resolve(kind)
     hints = typing.get_type_hints(config_cls)
     fields = {f.name for f in dataclasses.fields(config_cls)}
+    extra = _SYNTHETIC_CACHE_OPTIONS if kind == "synthetic" else {}
     data: dict[str, Any] = {}
+    source: dict[str, Any] = {}
     for key, text in options.items():
+        if key in extra:
+            source[key] = _convert(extra[key], text, key)
+            continue
         if key not in fields:
             raise ConfigError(
-                f"unknown option {key!r} for dataset kind {kind!r}; valid options: {', '.join(sorted(fields))}"
+                f"unknown option {key!r} for dataset kind {kind!r}; valid options: "
+                f"{', '.join(sorted(fields | set(extra)))}"
             )
         data[key] = _convert(hints[key], text, key)
+    source.update({k: overrides.pop(k) for k in list(overrides) if k in extra})
     data.update(overrides)
     try:
         cfg = from_dict(config_cls, data, path=kind)
@@ -184,4 +205,10 @@ def build_dataset(spec: str, **overrides: Any) -> Any:
         raise ConfigError(f"dataset spec {spec!r}: {exc}") from exc
     if entry.positional and not getattr(cfg, entry.positional):
         raise ConfigError(f"dataset kind {kind!r} needs a {entry.positional}: {kind}:/path/to/data")
+    if source.get("cache"):
+        from damcseg_core.data.synthetic.packed import open_or_build_packed
+
+        return open_or_build_packed(cfg, source["cache"], workers=source.get("cache_workers", 0))
+    if "cache_workers" in source:
+        raise ConfigError(f"dataset spec {spec!r}: cache_workers needs cache=DIR (the packed cache to build)")
     return build(cfg)

@@ -11,6 +11,7 @@ Main entry points:
     :class:`SyntheticDrive` (coherent sequences, condition and crowd schedules),
     :class:`SyntheticDataset` (independent scenes on the fly), :func:`frame_to_sample`,
     :func:`write_synthetic_folder` / :class:`SyntheticFolderDataset` (on-disk layout),
+    :func:`write_synthetic_packed` / :class:`SyntheticPackedDataset` (memory-mapped training cache),
     :func:`preview_grid` (a picture a person can check).
 """
 
@@ -27,6 +28,13 @@ from damcseg_core.data.synthetic.folder import (
     preview_grid,
     write_frame,
     write_synthetic_folder,
+)
+from damcseg_core.data.synthetic.packed import (
+    PACKED_FORMAT,
+    SyntheticPackedConfig,
+    SyntheticPackedDataset,
+    open_or_build_packed,
+    write_synthetic_packed,
 )
 from damcseg_core.data.synthetic.render import CONDITION_MODELS
 from damcseg_core.data.synthetic.sensors import (
@@ -47,6 +55,7 @@ __all__ = [
     "CONDITIONS",
     "CONDITION_MODELS",
     "DEPTH_MODELS",
+    "PACKED_FORMAT",
     "THERMAL_MODELS",
     "LidarModel",
     "StereoModel",
@@ -56,12 +65,16 @@ __all__ = [
     "SyntheticFolderConfig",
     "SyntheticFolderDataset",
     "SyntheticFrame",
+    "SyntheticPackedConfig",
+    "SyntheticPackedDataset",
     "SyntheticWorldConfig",
     "ThermalCameraModel",
     "camera_intrinsics",
     "frame_to_sample",
     "kelvin_counts",
+    "open_or_build_packed",
     "preview_grid",
     "write_frame",
     "write_synthetic_folder",
+    "write_synthetic_packed",
 ]
