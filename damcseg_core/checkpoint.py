@@ -270,6 +270,27 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+# Model-config fields added after checkpoints were shipped: a config written before a field
+# existed gets the value that reproduces the model it was trained as (new models get the
+# dataclass default). Issue #16: the ReLU MCN output and the completion flag of the attention.
+LEGACY_MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "completion": {"output": "linear"},
+    "fusion": {"completion_flag": False},
+}
+
+
+def legacy_model_config(model_config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a stored ``model_config`` with :data:`LEGACY_MODEL_DEFAULTS` filled in where absent."""
+    out = dict(model_config)
+    for section, defaults in LEGACY_MODEL_DEFAULTS.items():
+        stored = out.get(section)
+        if isinstance(stored, dict):
+            out[section] = {**defaults, **stored}
+        elif stored is None:
+            out[section] = dict(defaults)
+    return out
+
+
 def load_model(
     path: str | Path,
     device: str | torch.device = "cpu",
@@ -298,7 +319,7 @@ def load_model(
             f"pass a {expected_name} checkpoint or ask for '{name}'"
         )
     try:
-        cfg = from_dict(ModelConfig, ckpt["model_config"], path="model_config")
+        cfg = from_dict(ModelConfig, legacy_model_config(ckpt["model_config"]), path="model_config")
     except ConfigError as exc:
         raise CheckpointError(f"checkpoint {path} has an invalid model_config: {exc}") from exc
     model = build_model_from_config(cfg)

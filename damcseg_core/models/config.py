@@ -75,6 +75,9 @@ class FusionConfig:
     # "lmmf": MCN completion + modal adaptive attention (the paper). "concat": the ablation
     # baseline without LMMF - concatenated features (zeros for a missing modality) and a 1x1 conv.
     mode: str = "lmmf"
+    # Feed a per-sample "this modality was completed by the MCN" flag into the gates (a learned
+    # per-modality offset of the gate logits). Checkpoints from before the field load with False.
+    completion_flag: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in ("lmmf", "concat"):
@@ -87,10 +90,15 @@ class CompletionConfig:
 
     hidden: int = 256  # hidden width of the per-location MLP
     layers: int = 2  # hidden layers of the MLP (>= 1)
+    # Output activation: "relu" matches the encoders' final ReLU (damcseg_core.models.completion);
+    # "linear" is the old MCN (checkpoints from before the field load with it); or "softplus".
+    output: str = "relu"
 
     def __post_init__(self) -> None:
         if self.layers < 1 or self.hidden < 1:
             raise ValueError(f"MCN needs layers >= 1 and hidden >= 1, got {self.layers}, {self.hidden}")
+        if self.output not in ("relu", "softplus", "linear"):
+            raise ValueError(f"completion.output must be 'relu', 'softplus' or 'linear', got {self.output!r}")
 
 
 @dataclasses.dataclass

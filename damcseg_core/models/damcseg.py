@@ -107,13 +107,21 @@ class LMMFFeatures:
     """What :meth:`DAMCSeg.forward_features` returns.
 
     Attributes:
-        normalized: modality -> normalised network input (only modalities used, not dropped).
+        normalized: modality -> normalised network input of every modality some sample uses;
+            zeros for the samples that drop it (a per-sample ``drop`` mask).
         encoded: modality -> encoder features ``[B, C, H/8, W/8]`` of every given modality
-            (dropped ones included, as completion targets).
+            (dropped ones included, computed without gradient, as completion targets).
         completed_feats: modality -> features of all three modalities after the MCN.
         fused: ``[B, C, H/8, W/8]`` fused features (eq. 2).
         modality_weights: ``[B, 3]`` mean reliability per modality.
-        present / completed: modality name tuples in ``MODALITIES`` order.
+        present / completed: modality name tuples in ``MODALITIES`` order; ``completed`` holds
+            every modality the MCN predicted for at least one sample.
+        completed_mask: ``[B, 3]`` bool, ``True`` where a sample's features of that modality are
+            an MCN prediction (missing, or dropped for training).
+        teacher_fused: ``[B, C, H/8, W/8]`` fusion of the *real* encoder features of every given
+            modality (no gradient), the distillation target for samples that dropped a given
+            modality; ``None`` when no sample dropped one.
+        distill_mask: ``[B]`` bool, the samples ``teacher_fused`` is a target for (``None`` with it).
     """
 
     normalized: dict[str, torch.Tensor]
@@ -123,6 +131,9 @@ class LMMFFeatures:
     modality_weights: torch.Tensor
     present: tuple[str, ...]
     completed: tuple[str, ...]
+    completed_mask: torch.Tensor | None = None
+    teacher_fused: torch.Tensor | None = None
+    distill_mask: torch.Tensor | None = None
 
 
 @dataclasses.dataclass
@@ -175,8 +186,10 @@ class DAMCSeg(nn.Module):
             }
         )
         if cfg.fusion.mode == "lmmf":
-            self.completion = ModalCompletionNetwork(width, cfg.completion.hidden, cfg.completion.layers)
-            self.attention = ModalAdaptiveAttention(width, cfg.fusion.heads)
+            self.completion = ModalCompletionNetwork(
+                width, cfg.completion.hidden, cfg.completion.layers, cfg.completion.output
+            )
+            self.attention = ModalAdaptiveAttention(width, cfg.fusion.heads, cfg.fusion.completion_flag)
         else:  # ablation baseline: no MCN, no attention (missing modalities are zeros)
             self.completion = None
             self.attention = ConcatFusion(width)
@@ -193,46 +206,146 @@ class DAMCSeg(nn.Module):
 
     # ------------------------------------------------------------------ features
     def forward_features(
-        self, inputs: dict[str, torch.Tensor], drop: tuple[str, ...] | set[str] = ()
+        self,
+        inputs: dict[str, torch.Tensor],
+        drop: tuple[str, ...] | set[str] | torch.Tensor = (),
     ) -> LMMFFeatures:
         """LMMF: normalise, encode, complete missing modalities, fuse.
 
         Args:
             inputs: modality -> batched canonical tensor (see :func:`check_inputs`).
-            drop: modalities present in ``inputs`` to treat as missing (training): they are
-                encoded only as completion targets, and the MCN prediction is fused instead.
+            drop: what to treat as missing for completion training. Either modality names
+                present in ``inputs`` (the whole batch drops them), or a ``[B, 3]`` bool *keep*
+                mask in ``MODALITIES`` order (``True`` = the sample keeps the modality; see
+                :func:`damcseg_core.train.modality_dropout.sample_keep_mask`). A dropped
+                modality is still encoded from its real input, without gradient, as completion
+                and distillation target; the sample gets the MCN prediction instead, present
+                samples keep the encoder output bit-identically.
 
         Raises:
-            ValueError: invalid inputs, or ``drop`` naming an absent modality or all of them.
+            ValueError: invalid inputs, ``drop`` naming an absent modality or all of them, or a
+                mask of the wrong shape/dtype, keeping an absent modality, or with an empty row.
         """
-        check_inputs(inputs)
-        drop = set(drop)
-        bad = sorted(drop - set(inputs))
-        if bad:
-            raise ValueError(f"drop={sorted(drop)} names modalities not in the inputs: {bad}")
+        b, _, _ = check_inputs(inputs)
         present = tuple(m for m in MODALITIES if m in inputs)
-        used = tuple(m for m in present if m not in drop)
-        if not used:
-            raise ValueError(f"drop={sorted(drop)} would remove every input modality; keep at least one")
-        normalized = {m: self.normalizer(m, inputs[m]) for m in present}
-        encoded = {m: self.encoders[m](normalized[m]) for m in used}
-        for m in sorted(drop):
-            # A dropped modality's real features are only a (detached) completion target.
-            with torch.no_grad():
-                encoded[m] = self.encoders[m](normalized[m])
-        if self.completion is not None:
-            completed_feats, completed = self.completion({m: encoded[m] for m in used})
+        if isinstance(drop, torch.Tensor):
+            keep = self._check_keep_mask(drop, b, present)
         else:
-            completed_feats, completed = {m: encoded[m] for m in used}, ()
-        fused, weights = self.attention(completed_feats)
+            drop = set(drop)
+            bad = sorted(drop - set(inputs))
+            if bad:
+                raise ValueError(f"drop={sorted(drop)} names modalities not in the inputs: {bad}")
+            if not [m for m in present if m not in drop]:
+                raise ValueError(f"drop={sorted(drop)} would remove every input modality; keep at least one")
+            keep = None if not drop else torch.tensor([m in present and m not in drop for m in MODALITIES])
+            if keep is not None:
+                keep = keep.expand(b, -1)
+        if keep is None:  # the static path: the exported graphs and inference take it
+            return self._features_static(inputs, present)
+        return self._features_masked(inputs, present, keep)
+
+    @staticmethod
+    def _check_keep_mask(keep: torch.Tensor, b: int, present: tuple[str, ...]) -> torch.Tensor:
+        n = len(MODALITIES)
+        if keep.dtype != torch.bool or tuple(keep.shape) != (b, n):
+            raise ValueError(
+                f"a drop mask must be a [{b}, {n}] bool keep-mask in {list(MODALITIES)} order, "
+                f"got {tuple(keep.shape)} {keep.dtype}"
+            )
+        host = keep.detach().cpu()
+        absent = [m for i, m in enumerate(MODALITIES) if m not in present and bool(host[:, i].any())]
+        if absent:
+            raise ValueError(f"the keep-mask keeps {absent}, which are not in the inputs; set them False")
+        empty = torch.nonzero(~host.any(dim=1)).flatten().tolist()
+        if empty:
+            raise ValueError(f"the keep-mask drops every modality of samples {empty}; keep at least one")
+        return host
+
+    def _features_static(self, inputs: dict[str, torch.Tensor], present: tuple[str, ...]) -> LMMFFeatures:
+        """Every sample uses every given modality; the MCN completes the absent ones."""
+        normalized = {m: self.normalizer(m, inputs[m]) for m in present}
+        encoded = {m: self.encoders[m](normalized[m]) for m in present}
+        ref = encoded[present[0]]
+        flags = ref.new_tensor([float(m not in present) for m in MODALITIES]).expand(ref.shape[0], -1)
+        if self.completion is not None:
+            completed_feats, completed = self.completion(dict(encoded))
+        else:
+            completed_feats, completed = dict(encoded), ()
+        fused, weights = self.attention(completed_feats, flags if completed else None)
         return LMMFFeatures(
-            normalized={m: normalized[m] for m in used},
+            normalized=normalized,
             encoded=encoded,
             completed_feats=completed_feats,
             fused=fused,
             modality_weights=weights,
             present=present,
             completed=completed,
+            completed_mask=(flags > 0) if completed else torch.zeros_like(flags, dtype=torch.bool),
+        )
+
+    def _features_masked(
+        self, inputs: dict[str, torch.Tensor], present: tuple[str, ...], keep: torch.Tensor
+    ) -> LMMFFeatures:
+        """Per-sample keep mask (training): see :meth:`forward_features`."""
+        kept_by_all = {m: bool(keep[:, i].all()) for i, m in enumerate(MODALITIES)}
+        kept_by_any = {m: bool(keep[:, i].any()) for i, m in enumerate(MODALITIES)}
+        dropped = tuple(m for m in present if not kept_by_all[m])  # real input, dropped somewhere
+        normalized = {m: self.normalizer(m, inputs[m]) for m in present}
+        encoded: dict[str, torch.Tensor] = {}
+        for m in present:
+            if kept_by_any[m]:  # one pass on the whole batch; dropped samples get no gradient below
+                encoded[m] = self.encoders[m](normalized[m])
+            else:
+                with torch.no_grad():
+                    encoded[m] = self.encoders[m](normalized[m])
+        ref = encoded[present[0]]
+        dev_keep = keep.to(ref.device)
+        targets = {m: (encoded[m].detach() if m in dropped else encoded[m]) for m in present}
+        used = {m: encoded[m] for m in present if kept_by_any[m]}
+        if self.completion is not None:
+            completed_feats = self.completion.complete_masked(used, dev_keep)
+            completed_mask = ~dev_keep
+        else:  # ConcatFusion baseline: a dropped modality is zeros
+            zero = ref.new_zeros(())
+            completed_feats = {
+                m: f if kept_by_all[m] else torch.where(dev_keep[:, i, None, None, None], f, zero)
+                for i, m in enumerate(MODALITIES)
+                if (f := used.get(m)) is not None
+            }
+            completed_mask = torch.zeros_like(dev_keep)
+        completed = tuple(m for i, m in enumerate(MODALITIES) if bool(completed_mask[:, i].any()))
+        flags = completed_mask.to(ref.dtype) if completed else None
+        fused, weights = self.attention(completed_feats, flags)
+        teacher, distill = None, None
+        if dropped and self.completion is not None:
+            # Teacher: the same attention on the real features of every given modality (the MCN
+            # only for modalities the batch lacks altogether), no gradient.
+            have = torch.tensor([m in present for m in MODALITIES]).expand_as(keep)
+            with torch.no_grad():
+                real = {m: encoded[m] for m in present}
+                if len(present) < len(MODALITIES):
+                    real = self.completion.complete_masked(real, have.to(ref.device))
+                t_flags = (~have).to(ref.device, ref.dtype) if len(present) < len(MODALITIES) else None
+                teacher, _ = self.attention(real, t_flags)
+            teacher = teacher.detach()
+            distill = (have & ~keep).any(dim=1).to(ref.device)
+        for i, m in enumerate(MODALITIES):  # a sample's dropped input must not reach the head
+            if m in normalized and not kept_by_all[m]:
+                if kept_by_any[m]:
+                    normalized[m] = normalized[m] * dev_keep[:, i, None, None, None].to(normalized[m].dtype)
+                else:
+                    del normalized[m]
+        return LMMFFeatures(
+            normalized=normalized,
+            encoded=targets,
+            completed_feats=completed_feats,
+            fused=fused,
+            modality_weights=weights,
+            present=present,
+            completed=completed,
+            completed_mask=completed_mask,
+            teacher_fused=teacher,
+            distill_mask=distill,
         )
 
     def _image_stack(
@@ -254,7 +367,7 @@ class DAMCSeg(nn.Module):
     def forward(
         self,
         inputs: dict[str, torch.Tensor],
-        drop: tuple[str, ...] | set[str] = (),
+        drop: tuple[str, ...] | set[str] | torch.Tensor = (),
         roi_boxes: list[torch.Tensor] | None = None,
         roi_labels: list[torch.Tensor] | None = None,
     ) -> DamcsegOutput | DamcsegTrainOutput:
@@ -262,7 +375,8 @@ class DAMCSeg(nn.Module):
 
         Args:
             inputs: modality -> ``[B, C, H, W]`` canonical tensors (any non-empty subset).
-            drop: modalities to drop for completion training (see :meth:`forward_features`).
+            drop: modality names the whole batch drops, or a ``[B, 3]`` bool keep-mask (each
+                sample its own subset), for completion training (see :meth:`forward_features`).
             roi_boxes: optional per image ``[N, 4]`` xyxy boxes (e.g. ground truth in training)
                 that the local and post-processing paths use instead of the detections.
             roi_labels: per image ``[N]`` train ids of ``roi_boxes`` (required with them).
@@ -356,6 +470,7 @@ class DAMCSeg(nn.Module):
             gate_cost=r.gate_cost,
             present=feats.present,
             completed=feats.completed,
+            lmmf=feats,
         )
 
 

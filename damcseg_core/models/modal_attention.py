@@ -7,6 +7,17 @@
 map, so a modality can be trusted for some feature groups (e.g. geometry from depth) and not
 for others at the same pixel. The weights are not normalised across modalities, as in eq. 2;
 missing modalities are completed by the MCN first, so the sum always has the same three terms.
+
+**Completed vs real** (issue #16, ``FusionConfig.completion_flag``): the gate cannot tell an
+MCN prediction from a real sensor by the features alone (it gave completed thermal the same
+weight as real thermal). With the flag on, a learned per-modality, per-head offset ``e_m`` is
+added to the gate logit of every sample whose modality ``m`` was completed::
+
+    omega_m = sigmoid(W_m F_m + b_m + c_m * e_m),   c_m = 1 if F_m is an MCN prediction, else 0
+
+``e_m`` starts at 0 (the flag changes nothing until training gives it a sign), costs ``3 x
+heads`` parameters and, for a modality that is real for every sample, is never computed. In the
+ONNX graphs (one per modality subset) ``c`` is a constant of the subset.
 """
 
 from __future__ import annotations
@@ -25,21 +36,29 @@ class ModalAdaptiveAttention(nn.Module):
     Args:
         channels: feature channels ``C`` of every modality.
         heads: reliability maps per modality; ``channels`` must be divisible by it.
+        completion_flag: learn the completed-vs-real offset ``e_m`` (module docstring); ``False``
+            is the old behaviour (no extra parameters).
     """
 
-    def __init__(self, channels: int, heads: int = 8) -> None:
+    def __init__(self, channels: int, heads: int = 8, completion_flag: bool = True) -> None:
         super().__init__()
         if channels % heads:
             raise ValueError(f"channels ({channels}) must be divisible by heads ({heads})")
         self.heads = heads
         self.channels = channels
         self.gates = nn.ModuleDict({m: nn.Conv2d(channels, heads, kernel_size=1) for m in MODALITIES})
+        # e_m of the module docstring: row m = gate-logit offset of each head when m is completed.
+        self.completion_embed = nn.Parameter(torch.zeros(len(MODALITIES), heads)) if completion_flag else None
 
-    def forward(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, feats: dict[str, torch.Tensor], completed: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Fuse modality features.
 
         Args:
             feats: modality -> ``[B, C, h, w]``; any non-empty subset of ``MODALITIES``.
+            completed: optional ``[B, 3]`` (bool or 0/1 float, ``MODALITIES`` order): 1 where the
+                sample's features of that modality are an MCN prediction. ``None`` = all real.
 
         Returns:
             ``F_fusion [B, C, h, w]`` and ``modality_weights [B, 3]``: mean ``omega_m`` per
@@ -55,7 +74,15 @@ class ModalAdaptiveAttention(nn.Module):
             if m not in feats:
                 continue
             f = feats[m]
-            omega = torch.sigmoid(self.gates[m](f))  # [B, heads, h, w], eq. 1
+            logit = self.gates[m](f)  # [B, heads, h, w]
+            if completed is not None and self.completion_embed is not None:
+                flag = completed[:, i].to(logit.dtype)
+                logit = (
+                    logit
+                    + flag[:, None, None, None]
+                    * self.completion_embed[i].to(logit.dtype)[None, :, None, None]
+                )
+            omega = torch.sigmoid(logit)  # eq. 1
             weights[:, i] = omega.mean(dim=(1, 2, 3))
             # Each head's map weights its own C/heads channel group (eq. 2 per group).
             fused = fused + (f.view(b, self.heads, c // self.heads, h, w) * omega.unsqueeze(2)).view(
@@ -82,8 +109,11 @@ class ConcatFusion(nn.Module):
             nn.ReLU(inplace=True),
         )
 
-    def forward(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Same contract as :meth:`ModalAdaptiveAttention.forward`."""
+    def forward(
+        self, feats: dict[str, torch.Tensor], completed: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Same contract as :meth:`ModalAdaptiveAttention.forward` (``completed`` is ignored:
+        this baseline has no MCN, a missing modality is zeros)."""
         if not feats:
             raise ValueError("ConcatFusion needs at least one modality")
         ref = next(iter(feats.values()))

@@ -7,6 +7,7 @@ returns :class:`DamcsegOutput`, train mode :class:`DamcsegTrainOutput`.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 
@@ -76,6 +77,9 @@ class DamcsegTrainOutput:
         completed: modalities whose features the MCN predicted (missing or dropped).
         anchor_levels: ``[A]`` int64 pyramid level index (0 = finest) of each anchor, for the
             level-aware (ATSS) assignment of the detection loss; ``None`` = one level.
+        lmmf: the ``LMMFFeatures`` of the step (per-sample ``completed_mask``, the fused
+            features and the no-gradient ``teacher_fused`` / ``distill_mask`` of the
+            distillation loss); ``None`` = not given.
     """
 
     seg_logits: torch.Tensor
@@ -98,3 +102,4 @@ class DamcsegTrainOutput:
     present: tuple[str, ...]
     completed: tuple[str, ...]
     anchor_levels: torch.Tensor | None = None
+    lmmf: Any = None

@@ -23,14 +23,14 @@ and DDP reproduce it exactly).
 * **Colour jitter**: brightness, contrast, saturation, hue (torchvision semantics) on ``rgb``.
 * **Random occlusion**: 1..``occlusion_max_rects`` rectangles set to 0 on every modality (for
   depth, 0 means invalid); labels are kept, so the model learns to segment behind occluders.
-* **Modality dropout**: :func:`sample_modality_subset` draws one of the 7 non-empty subsets of
-  (rgb, depth, thermal) uniformly; present modalities outside it are passed to the model as
-  ``drop`` so the MCN predicts them and the completion loss supervises the prediction.
+* **Modality dropout** lives in :mod:`damcseg_core.train.modality_dropout` (per-sample keep
+  masks, subset weights, schedule); :func:`sample_modality_subset` is the old one-draw-per-batch
+  interface kept for compatibility.
 """
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
 from typing import Any
 
 import torch
@@ -40,6 +40,7 @@ import torchvision.transforms.v2.functional as TF
 from damcseg_core import MODALITIES
 from damcseg_core.data.classes import IGNORE_INDEX
 from damcseg_core.train.config import AugmentConfig
+from damcseg_core.train.modality_dropout import ALL_SUBSETS, sample_keep_mask
 
 __all__ = [
     "ALL_SUBSETS",
@@ -53,11 +54,6 @@ __all__ = [
     "sample_modality_subset",
     "seed_for",
 ]
-
-ALL_SUBSETS: tuple[tuple[str, ...], ...] = tuple(
-    c for r in range(1, len(MODALITIES) + 1) for c in itertools.combinations(MODALITIES, r)
-)
-"""The 7 non-empty modality subsets, in ``MODALITIES`` order."""
 
 _PIXEL_KEYS = ("rgb", "depth", "thermal", "semantic", "instance")
 
@@ -200,24 +196,23 @@ def random_occlusion(sample: dict[str, Any], g: torch.Generator, cfg: AugmentCon
 
 
 def sample_modality_subset(g: torch.Generator, present: tuple[str, ...], p: float) -> tuple[str, ...]:
-    """Modalities to keep for one batch (modality dropout).
+    """Modalities to keep for one whole batch (the old per-batch modality dropout).
 
     With probability ``p`` one of the 7 non-empty subsets of ``MODALITIES`` is drawn uniformly
-    and intersected with ``present`` (redrawn while the intersection is empty); otherwise
-    every present modality is kept. Never returns an empty tuple.
+    and intersected with ``present`` (subsets keeping nothing present are excluded); otherwise
+    every present modality is kept. Never returns an empty tuple. A thin wrapper of
+    :func:`~damcseg_core.train.modality_dropout.sample_keep_mask` (uniform over 7 subsets = drop
+    with probability ``6p/7`` to one of the 6 proper subsets); new code should use that
+    per-sample mask.
 
     Raises:
         ValueError: ``present`` is empty.
     """
-    if not present:
-        raise ValueError("the batch has no modality; every sample needs at least one of rgb/depth/thermal")
-    if not _chance(g, p):
-        return tuple(m for m in MODALITIES if m in present)
-    while True:
-        subset = ALL_SUBSETS[int(torch.randint(len(ALL_SUBSETS), (), generator=g))]
-        keep = tuple(m for m in subset if m in present)
-        if keep:
-            return keep
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p is a probability and must be in [0, 1], got {p}")
+    cfg = dataclasses.replace(AugmentConfig(), modality_dropout=p * 6 / 7, modality_dropout_mode="batch")
+    row = sample_keep_mask(g, 1, present, cfg)[0]
+    return tuple(m for m, k in zip(MODALITIES, row.tolist()) if k)
 
 
 class Augmenter:

@@ -68,13 +68,38 @@ class AugmentConfig:
     tiny_zoom: float = 0.2  # probability of tiny-target zoom ("super-resolution enhancement")
     tiny_zoom_factor: float = 2.0  # magnification of the crop around a tiny object
     tiny_zoom_area: int = 1024  # objects below this visible area (px) are zoom candidates
-    modality_dropout: float = 0.5  # probability a batch trains on a random non-empty modality subset
+    # Modality dropout (damcseg_core.train.modality_dropout): with probability modality_dropout a
+    # sample trains on a proper modality subset drawn with modality_dropout_subsets' weights;
+    # p_full = 1 - modality_dropout keeps every sensor.
+    modality_dropout: float = 0.5  # probability that a sample drops at least one present modality
+    # "sample": every sample of a batch draws its own subset; "batch": one draw for the whole batch
+    modality_dropout_mode: str = "sample"
+    # subset kept -> relative weight, over the 6 proper subsets ("rgb", "rgb+depth", ...); missing
+    # names weigh 0, an empty dict = uniform
+    modality_dropout_subsets: dict[str, float] = dataclasses.field(default_factory=dict)
+    # linear ramp of the drop probability from modality_dropout_start to modality_dropout over
+    # the first ramp steps of every stage that drops modalities (0 = no ramp)
+    modality_dropout_ramp_steps: int = 0
+    modality_dropout_start: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("hflip", "color_jitter", "occlusion", "tiny_zoom", "modality_dropout"):
+        probabilities = ("hflip", "color_jitter", "occlusion", "tiny_zoom", "modality_dropout")
+        for name in (*probabilities, "modality_dropout_start"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"augment.{name} is a probability and must be in [0, 1], got {value}")
+        if self.modality_dropout_mode not in ("sample", "batch"):
+            raise ValueError(
+                f"augment.modality_dropout_mode must be 'sample' or 'batch', got {self.modality_dropout_mode!r}"
+            )
+        if self.modality_dropout_ramp_steps < 0:
+            raise ValueError(
+                f"augment.modality_dropout_ramp_steps must be >= 0 (0 = no ramp), "
+                f"got {self.modality_dropout_ramp_steps}"
+            )
+        from damcseg_core.train.modality_dropout import subset_weights
+
+        subset_weights(self.modality_dropout_subsets)  # raises naming the field
         if not 0 < self.scale_min <= self.scale_max:
             raise ValueError(
                 f"need 0 < augment.scale_min <= scale_max, got {self.scale_min}, {self.scale_max}"
