@@ -11,7 +11,16 @@ prediction. For each such modality with prediction ``P`` and detached real featu
 
 ``L_comp = mean over dropped modalities of (mse_weight * nmse + cos_weight * cos)``; 0 when
 nothing was dropped. ``R`` is detached by the model, so the loss only trains the MCN (and the
-features it reads), never pulls the real encoder towards the prediction.
+features it reads), never pulls the real encoder towards the prediction. With per-sample
+dropout (a ``[B]`` mask per modality) only the samples that dropped the modality count.
+
+**Distillation** (:func:`distillation_loss`, issue #16): feature regression alone asks the MCN
+for the mean of the missing sensor, not for what the rest of the network needs. The teacher is
+the modal attention applied to the *real* encoder features of every given modality of the same
+sample (``LMMFFeatures.teacher_fused``, computed under ``torch.no_grad()``; the real features of
+a dropped modality are computed anyway as completion targets, so it costs one attention pass);
+the student is the fused feature with the completed modality. Same form as above (nmse +
+cosine), averaged over the samples that dropped a given modality (``distill_mask``).
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-__all__ = ["CompletionLossConfig", "completion_loss"]
+__all__ = ["CompletionLossConfig", "completion_loss", "distillation_loss"]
 
 
 @dataclasses.dataclass
@@ -32,10 +41,29 @@ class CompletionLossConfig:
     cos_weight: float = 1.0  # weight of the (1 - cosine similarity) term
 
 
+def _feature_match(
+    pred: torch.Tensor, real: torch.Tensor, rows: torch.Tensor | None, cfg: CompletionLossConfig
+) -> torch.Tensor:
+    """``mse_weight * nmse + cos_weight * cos`` over the samples ``rows`` (all if ``None``)."""
+    real = real.detach()
+    if rows is not None:
+        rows = rows.to(pred.device, torch.bool).reshape(-1)
+        pred, real = pred[rows], real[rows]
+    pred, real = pred.float(), real.float()
+    nmse = F.mse_loss(pred, real) / (real.var(unbiased=False) + 1e-6)
+    cos = 1.0 - F.cosine_similarity(pred, real, dim=1, eps=1e-6).mean()
+    return cfg.mse_weight * nmse + cfg.cos_weight * cos
+
+
+def _zero(reference: torch.Tensor | None) -> torch.Tensor:
+    return reference.sum().mul(0.0).abs() if reference is not None else torch.zeros(())
+
+
 def completion_loss(
     completion: dict[str, tuple[torch.Tensor, torch.Tensor]],
     cfg: CompletionLossConfig | None = None,
     reference: torch.Tensor | None = None,
+    masks: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The completion loss.
 
@@ -43,6 +71,9 @@ def completion_loss(
         completion: modality -> (predicted, real) features, as in ``DamcsegTrainOutput``.
         cfg: weights.
         reference: any tensor of the graph, used to place a zero loss when ``completion`` is empty.
+        masks: optional modality -> ``[B]`` bool, the samples whose features of that modality
+            were completed (per-sample dropout); the others (where predicted == real) are left
+            out. A modality whose mask is all ``False`` contributes nothing.
 
     Returns:
         ``completion`` (the loss).
@@ -54,11 +85,37 @@ def completion_loss(
             raise ValueError(
                 f"completion '{name}': predicted {tuple(pred.shape)} != real {tuple(real.shape)}"
             )
-        real = real.detach()
-        nmse = F.mse_loss(pred, real) / (real.var(unbiased=False) + 1e-6)
-        cos = 1.0 - F.cosine_similarity(pred, real, dim=1, eps=1e-6).mean()
-        terms.append(cfg.mse_weight * nmse + cfg.cos_weight * cos)
+        rows = masks.get(name) if masks is not None else None
+        if rows is not None and not bool(rows.any()):
+            continue
+        terms.append(_feature_match(pred, real, rows, cfg))
     if not terms:
-        zero = reference.sum().mul(0.0).abs() if reference is not None else torch.zeros(())
-        return {"completion": zero}
+        return {"completion": _zero(reference)}
     return {"completion": torch.stack(terms).mean()}
+
+
+def distillation_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    cfg: CompletionLossConfig | None = None,
+    reference: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Fused-feature distillation from the full-modality teacher (module docstring).
+
+    Args:
+        student: ``[B, C, h, w]`` fused features with completed modalities.
+        teacher: ``[B, C, h, w]`` fused real features (detached here too), or ``None``.
+        mask: ``[B]`` bool, the samples with a completed modality whose real input exists.
+        cfg: the same weights as the completion loss.
+        reference: graph tensor for a zero loss when there is nothing to distil.
+
+    Returns:
+        ``distill`` (the loss).
+    """
+    cfg = cfg or CompletionLossConfig()
+    if teacher is None or mask is None or not bool(mask.any()):
+        return {"distill": _zero(reference if reference is not None else student)}
+    if student.shape != teacher.shape:
+        raise ValueError(f"distillation: student {tuple(student.shape)} != teacher {tuple(teacher.shape)}")
+    return {"distill": _feature_match(student, teacher, mask, cfg)}

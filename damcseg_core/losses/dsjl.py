@@ -1,12 +1,16 @@
 """The Detection-Segmentation Joint Loss (DAMCSeg paper, eq. 4) plus the MCN completion loss.
 
 ``total = L_det + lambda1 * L_seg + lambda2 * L_align + completion_weight * L_comp
-+ aux_weight * CE(global path) + gate_cost_weight * gate_cost``
++ distill_weight * L_distill + aux_weight * CE(global path) + gate_cost_weight * gate_cost``
 
 * ``L_det``, ``L_seg``, ``L_align``, ``L_comp``: see :mod:`~damcseg_core.losses.detection`,
   :mod:`~damcseg_core.losses.segmentation`, :mod:`~damcseg_core.losses.alignment`,
   :mod:`~damcseg_core.losses.completion`. ``lambda1 = 1.0`` and ``lambda2 = 0.5`` (paper).
 * ``L_seg`` is computed on the final (DSAF-fused, CRF-refined) ``seg_logits``.
+* ``L_distill`` (our addition, issue #16): the fused features of a sample with a completed
+  modality are pulled towards the no-gradient fusion of its real features
+  (:func:`~damcseg_core.losses.completion.distillation_loss`); per sample, only samples that
+  dropped a given modality count. ``L_comp`` is per sample the same way.
 * Deep supervision (our addition, ``aux_weight``): plain CE on the global path's logits so
   the ASPP path learns even where DSAF gives it a small weight.
 * ``gate_cost`` (our addition, weight 0 by default): the expected compute of the local
@@ -23,9 +27,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from damcseg_core import MODALITIES
 from damcseg_core.data.classes import IGNORE_INDEX
 from damcseg_core.losses.alignment import AlignmentLossConfig, alignment_loss, matched_alignment_loss
-from damcseg_core.losses.completion import CompletionLossConfig, completion_loss
+from damcseg_core.losses.completion import CompletionLossConfig, completion_loss, distillation_loss
 from damcseg_core.losses.detection import (
     DetectionLossConfig,
     build_targets,
@@ -44,6 +49,7 @@ class LossConfig:
     lambda1: float = 1.0  # paper eq. 4: weight of L_seg
     lambda2: float = 0.5  # paper eq. 4: weight of L_align
     completion_weight: float = 1.0  # weight of the MCN completion loss (not in eq. 4)
+    distill_weight: float = 0.5  # weight of the fused-feature distillation from real sensors (0 disables)
     aux_weight: float = 0.4  # deep supervision CE on the global path logits (0 disables)
     gate_cost_weight: float = 0.0  # weight of the local-branch gate compute cost
     detection: DetectionLossConfig = dataclasses.field(default_factory=DetectionLossConfig)
@@ -79,7 +85,7 @@ class DSJLoss:
             Named scalar losses: ``det_cls``, ``det_box``, ``det``, ``det_num_pos`` (positive
             anchors per image, a detached statistic), ``seg_ce``, ``seg_boundary``,
             ``seg_dice``, ``seg_tiny``, ``seg_occlusion``, ``seg``, ``align``, ``align_iou``
-            (a detached statistic), ``completion``, ``aux``, ``gate_cost`` and ``total``.
+            (a detached statistic), ``completion``, ``distill``, ``aux``, ``gate_cost`` and ``total``.
         """
         cfg = self.cfg
         # Losses are computed in float32 even when the model ran under bfloat16 autocast.
@@ -133,7 +139,24 @@ class DSJLoss:
                 align_boxes, align_labels = out.boxes, out.labels
             align = alignment_loss(out.seg_logits, align_boxes, align_labels, cfg.alignment)
         losses.update(align)
-        losses.update(completion_loss(out.completion, cfg.completion, reference=out.seg_logits))
+        lmmf = getattr(out, "lmmf", None)
+        cmask = getattr(lmmf, "completed_mask", None)
+        masks = None
+        if cmask is not None:
+            masks = {m: cmask[:, MODALITIES.index(m)] for m in out.completion}
+        losses.update(completion_loss(out.completion, cfg.completion, reference=out.seg_logits, masks=masks))
+        if lmmf is not None and cfg.distill_weight > 0:
+            losses.update(
+                distillation_loss(
+                    lmmf.fused,
+                    lmmf.teacher_fused,
+                    lmmf.distill_mask,
+                    cfg.completion,
+                    reference=out.seg_logits,
+                )
+            )
+        else:
+            losses["distill"] = out.seg_logits.sum().mul(0.0).abs()
         if cfg.aux_weight > 0 and "global" in out.branch_logits:
             valid = semantic != IGNORE_INDEX
             aux = F.cross_entropy(out.branch_logits["global"], semantic.long(), ignore_index=IGNORE_INDEX)
@@ -150,6 +173,7 @@ class DSJLoss:
             + cfg.lambda1 * losses["seg"]
             + (cfg.lambda2 * losses["align"])
             + cfg.completion_weight * losses["completion"]
+            + cfg.distill_weight * losses["distill"]
             + cfg.aux_weight * losses["aux"]
             + cfg.gate_cost_weight * losses["gate_cost"]
         )

@@ -9,6 +9,7 @@ import torch
 
 from damcseg_core.data.classes import DETECTION_TRAIN_IDS
 from damcseg_core.losses import DSJLoss, LossConfig
+from damcseg_core.losses.completion import completion_loss, distillation_loss
 
 C, K, H, W = 19, len(DETECTION_TRAIN_IDS), 16, 16
 ANCHORS = torch.tensor([[0.0, 0.0, 8.0, 8.0], [8.0, 8.0, 16.0, 16.0], [4.0, 4.0, 12.0, 12.0]])
@@ -38,13 +39,19 @@ def _case(seed: int = 0):
         boxes=[torch.zeros(0, 4)],
         labels=[torch.zeros(0, dtype=torch.int64)],
         gate_cost=torch.tensor(0.25),
+        lmmf=SimpleNamespace(
+            fused=torch.randn(1, 4, 2, 2, generator=g, requires_grad=True),
+            teacher_fused=torch.randn(1, 4, 2, 2, generator=g),
+            distill_mask=torch.tensor([True]),
+            completed_mask=torch.tensor([[False, True, False]]),
+        ),
     )
     return out, batch
 
 
 NAMES = {
     "det_cls", "det_box", "det", "det_num_pos", "seg_ce", "seg_boundary", "seg_dice", "seg_tiny", "seg_occlusion",
-    "seg", "align", "align_iou", "completion", "aux", "gate_cost", "total",
+    "seg", "align", "align_iou", "completion", "distill", "aux", "gate_cost", "total",
 }  # fmt: skip
 
 
@@ -55,17 +62,19 @@ def test_returns_every_named_finite_loss():
 
 
 @pytest.mark.parametrize(
-    ("lambda1", "lambda2", "cw", "aux", "gate"),
-    [(1.0, 0.5, 1.0, 0.4, 0.0), (2.0, 0.0, 0.0, 0.0, 1.0), (0.0, 3.0, 0.5, 1.0, 0.0)],
+    ("lambda1", "lambda2", "cw", "aux", "gate", "dw"),
+    [(1.0, 0.5, 1.0, 0.4, 0.0, 0.5), (2.0, 0.0, 0.0, 0.0, 1.0, 0.0), (0.0, 3.0, 0.5, 1.0, 0.0, 2.0)],
 )
-def test_total_is_the_weighted_sum(lambda1, lambda2, cw, aux, gate):
+def test_total_is_the_weighted_sum(lambda1, lambda2, cw, aux, gate, dw):
     cfg = LossConfig(
-        lambda1=lambda1, lambda2=lambda2, completion_weight=cw, aux_weight=aux, gate_cost_weight=gate
-    )
+        lambda1=lambda1, lambda2=lambda2, completion_weight=cw, aux_weight=aux, gate_cost_weight=gate,
+        distill_weight=dw,
+    )  # fmt: skip
     lo = DSJLoss(cfg)(*_case())
+    assert lo["distill"].item() > 0.1 if dw > 0 else lo["distill"].item() == 0.0
     expected = (
         lo["det"] + lambda1 * lo["seg"] + lambda2 * lo["align"] + cw * lo["completion"] + aux * lo["aux"]
-        + gate * lo["gate_cost"]
+        + gate * lo["gate_cost"] + dw * lo["distill"]
     )  # fmt: skip
     assert lo["total"].item() == pytest.approx(expected.item(), rel=1e-6)
 
@@ -113,3 +122,42 @@ def test_gt_alignment_gives_the_detector_no_gradient():
         not losses["align"].requires_grad
         or torch.autograd.grad(losses["align"], out.box_deltas, allow_unused=True)[0] is None
     )
+
+
+# ----------------------------------------------------------------------------- distillation (#16)
+def _two_samples(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    student = torch.randn(2, 4, 3, 3, generator=g, requires_grad=True)
+    teacher = torch.randn(2, 4, 3, 3, generator=g, requires_grad=True)  # must be cut by the loss
+    return student, teacher
+
+
+def test_distillation_counts_only_samples_with_a_completed_modality():
+    student, teacher = _two_samples()
+    both = distillation_loss(student, teacher, torch.tensor([True, False]))["distill"]
+    alone = distillation_loss(student[:1], teacher[:1], torch.tensor([True]))["distill"]
+    assert both.item() == pytest.approx(alone.item(), rel=1e-6)
+    other = student.detach().clone()
+    other[1] += 5.0  # the unmasked sample does not matter
+    assert distillation_loss(other, teacher, torch.tensor([True, False]))["distill"].item() == pytest.approx(
+        both.item(), rel=1e-6
+    )
+    both.backward()
+    assert teacher.grad is None  # the teacher is a stop-gradient target
+    assert student.grad[0].abs().sum() > 0 and student.grad[1].abs().sum() == 0
+
+
+@pytest.mark.parametrize(("teacher", "mask"), [(None, None), ("t", torch.tensor([False, False]))])
+def test_distillation_is_zero_without_a_dropped_sample(teacher, mask):
+    student, t = _two_samples()
+    assert distillation_loss(student, t if teacher else None, mask)["distill"].item() == 0.0
+
+
+def test_completion_loss_leaves_out_samples_that_kept_the_modality():
+    pred, real = _two_samples(1)
+    real = real.detach()
+    masked = completion_loss({"thermal": (pred, real)}, masks={"thermal": torch.tensor([False, True])})
+    alone = completion_loss({"thermal": (pred[1:], real[1:])})
+    assert masked["completion"].item() == pytest.approx(alone["completion"].item(), rel=1e-6)
+    none = completion_loss({"thermal": (pred, real)}, masks={"thermal": torch.tensor([False, False])})
+    assert none["completion"].item() == 0.0
