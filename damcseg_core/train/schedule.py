@@ -90,7 +90,15 @@ def build_optimizer(
         for g, names in assignment.items()
         if names
     ]
-    return torch.optim.AdamW(param_groups, lr=0.0, betas=betas, weight_decay=weight_decay), assignment
+    # The fused kernel updates all parameters in one pass (CPU and CUDA): on a 2-core CPU it is
+    # ~4x faster than the default per-tensor loop, whose step cost ~0.5 s for damcseg_edge's 5M
+    # parameters, a third of a training step (issue #17 profile). Same update rule.
+    kwargs = {"lr": 0.0, "betas": betas, "weight_decay": weight_decay}
+    try:
+        optimizer = torch.optim.AdamW(param_groups, fused=True, **kwargs)
+    except (RuntimeError, TypeError):  # a device or dtype without a fused kernel
+        optimizer = torch.optim.AdamW(param_groups, **kwargs)
+    return optimizer, assignment
 
 
 @dataclasses.dataclass

@@ -170,3 +170,25 @@ def test_sampler_is_a_function_of_step_and_shards_ranks():
     r0 = [k[0] for b in StepBatchSampler(10, 1, 3, 0, 5, rank=0, world_size=2) for k in b]
     r1 = [k[0] for b in StepBatchSampler(10, 1, 3, 0, 5, rank=1, world_size=2) for k in b]
     assert sorted(r0 + r1) == list(range(10))  # ranks split an epoch without overlap
+
+
+def test_optimizer_is_fused_adamw_with_the_reference_update(tiny):
+    """The fused kernel (much cheaper on CPU) must apply the same AdamW rule as the loop."""
+    opt, _ = build_optimizer(tiny, DEFAULT_GROUPS, weight_decay=1e-2, betas=(0.9, 0.999))
+    assert all(g["fused"] for g in opt.param_groups)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    start = [p.detach().clone() for p in params]
+    ref_params = [p.detach().clone().requires_grad_(True) for p in params]
+    ref = torch.optim.AdamW(ref_params, lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-2)
+    for g in opt.param_groups:
+        g["lr"] = 1e-3
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for p, q in zip(params, ref_params):
+            p.grad = torch.randn(p.shape, generator=gen)
+            q.grad = p.grad.clone()
+        opt.step()
+        ref.step()
+    for p, q in zip(params, ref_params):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6)
+    assert all(not torch.equal(p.detach(), p0) for p, p0 in zip(params, start))  # the step moved them
