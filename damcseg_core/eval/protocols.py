@@ -10,7 +10,8 @@ Names understood by :func:`build_protocol` (modalities ``rgb``, ``depth``, ``the
 with ``+``)::
 
     full                          the sample as recorded
-    missing:thermal               entire-missing: drop these modalities from every frame
+    missing:thermal               entire-missing: drop these modalities from every frame (a
+                                  model with an MCN completes their features)
     missing:depth+thermal
     random-missing:0.2            drop each present modality independently with probability p per
                                   frame; if that would drop all of them, one, chosen uniformly
@@ -19,6 +20,12 @@ with ``+``)::
     zero-fill:thermal             keep the key but replace the image by zeros, as a sensor that
                                   sends black frames (compares the completion network with
                                   zero-filling; ``present`` stays True)
+    absent:thermal                drop the modality as ``missing:`` does *and* switch the
+                                  completion network (MCN) off for the frame: the fusion sums only
+                                  the present modalities' features (the same as zero features
+                                  for the absent one), and its omega is 0. The baseline the MCN
+                                  has to beat; :attr:`Protocol.use_completion` is False and the
+                                  evaluator honours it (a model without an MCN is unaffected)
     noise:depth:gaussian=0.1      add N(0, sigma) in canonical units (rgb / thermal in [0, 1] and
                                   clipped back to it; depth in metres, invalid pixels stay 0 and
                                   negative results become 0 = invalid)
@@ -43,6 +50,7 @@ import torch
 from damcseg_core import MODALITIES
 
 __all__ = [
+    "COMPLETION_SUITE",
     "PROTOCOL_FORMS",
     "ROBUSTNESS_SUITE",
     "Protocol",
@@ -55,6 +63,7 @@ PROTOCOL_FORMS = (
     "missing:<m>[+<m>...]",
     "random-missing:<p in (0,1)>",
     "zero-fill:<m>[+<m>...]",
+    "absent:<m>[+<m>...]",
     "noise:<m>:gaussian=<sigma>|dead=<fraction>|shift=<pixels>[,...]",
 )
 """Valid protocol name forms; ``<m>`` is one of rgb, depth, thermal."""
@@ -70,6 +79,13 @@ ROBUSTNESS_SUITE: tuple[str, ...] = (
 """The default robustness sweep: full input, each modality and each pair entirely missing, and
 random per-frame missing at p = 0.1, 0.2, 0.5."""
 
+COMPLETION_SUITE: tuple[str, ...] = (
+    "full",
+    *(f"{kind}:{m}" for m in ("thermal", "depth", "rgb") for kind in ("missing", "zero-fill", "absent")),
+)
+"""The condition x protocol sweep of a missing sensor: all sensors, then per modality the sensor
+missing and completed by the MCN, zero-filled, and absent with the MCN off."""
+
 _CHANNELS = {"rgb": 3, "depth": 1, "thermal": 1}
 
 
@@ -84,6 +100,7 @@ class Protocol:
 
     name: str  # canonical name, as accepted by build_protocol
     apply: Callable[[dict[str, Any], np.random.Generator], dict[str, Any]]  # the perturbation
+    use_completion: bool = True  # False: run the model with its MCN switched off (absent:<m>)
 
     def __call__(self, sample: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         out = self.apply(dict(sample), rng)
@@ -262,6 +279,11 @@ def build_protocol(name: str) -> Protocol:
             if len(mods) == len(MODALITIES):
                 raise ValueError(f"protocol {name!r} removes every modality; keep at least one")
             return Protocol(f"missing:{'+'.join(mods)}", _drop(mods, name))
+        if kind == "absent" and sep:
+            mods = _modalities(rest, name)
+            if len(mods) == len(MODALITIES):
+                raise ValueError(f"protocol {name!r} removes every modality; keep at least one")
+            return Protocol(f"absent:{'+'.join(mods)}", _drop(mods, name), use_completion=False)
         if kind == "zero-fill" and sep:
             mods = _modalities(rest, name)
             return Protocol(f"zero-fill:{'+'.join(mods)}", _zero_fill(mods))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from damcseg_core.eval.protocols import ROBUSTNESS_SUITE, build_protocol, sample_rng
+from damcseg_core.eval.protocols import COMPLETION_SUITE, ROBUSTNESS_SUITE, build_protocol, sample_rng
 
 
 def _sample(h=8, w=12, modalities=("rgb", "depth", "thermal")):
@@ -49,6 +49,25 @@ def test_entire_missing_drops_keys_and_updates_present(name, kept):
 
 def test_missing_name_is_canonicalised():
     assert build_protocol("missing:thermal+depth").name == "missing:depth+thermal"
+
+
+@pytest.mark.parametrize(
+    ("name", "canonical", "kept", "use_completion"),
+    [
+        ("full", "full", ("rgb", "depth", "thermal"), True),
+        ("missing:thermal", "missing:thermal", ("rgb", "depth"), True),
+        ("absent:thermal", "absent:thermal", ("rgb", "depth"), False),
+        ("absent:thermal+rgb", "absent:rgb+thermal", ("depth",), False),
+        ("zero-fill:depth", "zero-fill:depth", ("rgb", "depth", "thermal"), True),
+    ],
+)
+def test_absent_drops_like_missing_and_switches_the_mcn_off(name, canonical, kept, use_completion):
+    proto = build_protocol(name)
+    assert proto.name == canonical and proto.use_completion is use_completion
+    out = proto(_sample(), sample_rng(0, 0))
+    assert tuple(m for m in ("rgb", "depth", "thermal") if m in out) == kept
+    assert out["present"].tolist() == [m in kept for m in ("rgb", "depth", "thermal")]
+    assert out["meta"]["protocol"] == canonical
 
 
 @pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
@@ -153,6 +172,8 @@ def test_entire_missing_on_sample_without_other_modalities_fails_clearly():
         ("dropout", "unknown protocol 'dropout'"),
         ("missing:lidar", "unknown modality 'lidar'"),
         ("missing:rgb+depth+thermal", "removes every modality"),
+        ("absent:depth+rgb+thermal", "removes every modality"),
+        ("absent:sonar", "unknown modality 'sonar'"),
         ("random-missing:1.5", r"probability must be in \(0, 1\)"),
         ("random-missing:abc", "'abc' is not a valid float"),
         ("noise:depth:blur=2", "unknown noise effect 'blur'"),
@@ -170,3 +191,11 @@ def test_bad_names_raise_listing_valid_forms(name, message):
 def test_default_suite_builds():
     names = [build_protocol(n).name for n in ROBUSTNESS_SUITE]
     assert names == list(ROBUSTNESS_SUITE) and len(names) == 10
+
+
+def test_completion_suite_builds_all_sensors_then_three_variants_per_modality():
+    names = [build_protocol(n).name for n in COMPLETION_SUITE]
+    assert names == list(COMPLETION_SUITE)
+    assert names[:4] == ["full", "missing:thermal", "zero-fill:thermal", "absent:thermal"]
+    assert [n for n in names if n.startswith("absent:")] == ["absent:thermal", "absent:depth", "absent:rgb"]
+    assert len(names) == 10
