@@ -5,16 +5,23 @@ The dataset is read once: each sample is perturbed by every protocol (with a per
 sensors in every run with the same seed), converted to the Predictor's numpy inputs and scored by
 one :class:`~damcseg_core.eval.metrics.MetricSuite` per protocol.
 
+Every frame also goes into a :class:`~damcseg_core.eval.conditions.ConditionTable` per
+protocol: the condition x protocol table with bootstrap intervals and paired differences
+(``condition_table`` below; definitions in :mod:`damcseg_core.eval.conditions`). An ``absent:<m>``
+protocol runs the model with its completion network switched off for that frame.
+
 The result's ``metrics`` dict is JSON-ready (NaN and inf become ``null``)::
 
     {"model": {"name", "parameters", "device"}, "num_samples", "seed",
      "metric_config": {...}, "memory": {"peak_bytes", "kind"},
      "robustness": {protocol: {"miou", "boundary_f", "small_miou", "det_map_50", "det_boxes_per_frame"}},
-     "protocols": {protocol: MetricSuite.compute()}}
+     "protocols": {protocol: MetricSuite.compute()},
+     "condition_table": ConditionTable.compute()}
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,11 +31,13 @@ import numpy as np
 
 from damcseg_core import MODALITIES
 from damcseg_core.config import to_dict
+from damcseg_core.data.classes import CITYSCAPES_CLASSES
+from damcseg_core.eval.conditions import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, ConditionTable
 from damcseg_core.eval.metrics import MetricConfig, MetricSuite, count_parameters, peak_memory
 from damcseg_core.eval.protocols import Protocol, build_protocol, sample_rng
 from damcseg_core.eval.segmentation_metrics import as_numpy
 
-__all__ = ["EvaluationResult", "Evaluator", "sample_to_inputs", "to_jsonable"]
+__all__ = ["EvaluationResult", "Evaluator", "completion_disabled", "sample_to_inputs", "to_jsonable"]
 
 
 def sample_to_inputs(sample: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -73,6 +82,40 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+@contextlib.contextmanager
+def completion_disabled(predictor: Any) -> Iterator[None]:
+    """Run ``predictor`` with its model's completion network (MCN) switched off.
+
+    The model then takes the path it has without an MCN (the fusion sums only the present
+    modalities' features; ``completed`` stays empty). Both the Predictor's model and its inference
+    copy are switched, and restored on exit, also after an error. A model without an MCN (the
+    ``concat`` ablation) is left as it is.
+
+    Raises:
+        ValueError: the predictor runs no torch DAMCSeg model (e.g. an ONNX export, whose graph
+            has the MCN built in).
+    """
+    modules = []
+    for mod in (getattr(predictor, "model", None), getattr(predictor, "_runner", None)):
+        if mod is not None and all(mod is not m for m in modules):
+            modules.append(mod)
+    if not modules or not all(hasattr(mod, "completion") for mod in modules):
+        kinds = ", ".join(type(m).__name__ for m in modules) or type(predictor).__name__
+        raise ValueError(
+            f"absent:<m> protocols switch the completion network off inside a torch DAMCSeg model, "
+            f"but this predictor runs {kinds}; evaluate the checkpoint (--checkpoint) instead of an "
+            "export, or use missing:<m> / zero-fill:<m>"
+        )
+    saved = [mod.completion for mod in modules]
+    try:
+        for mod in modules:
+            mod.completion = None
+        yield
+    finally:
+        for mod, completion in zip(modules, saved):
+            mod.completion = completion
+
+
 @dataclasses.dataclass
 class EvaluationResult:
     """What :meth:`Evaluator.run` returns."""
@@ -92,9 +135,15 @@ class Evaluator:
         seed: seed of the protocols' per-sample RNGs.
         num_examples: frames of the first protocol kept for the report's overlays.
         progress: show a tqdm progress bar.
+        bootstrap: resamples of the condition table's bootstrap over frames (0: point values).
+        confidence: coverage of its percentile intervals.
+        bootstrap_seed: seed of the resampling (independent of ``seed``).
+        comparisons: protocol pairs ``(a, b)`` whose paired difference ``a - b`` the table
+            reports; ``None``: :func:`~damcseg_core.eval.conditions.default_comparisons`.
 
     Raises:
-        ValueError: no protocol, a repeated one, or an unknown protocol name.
+        ValueError: no protocol, a repeated one, an unknown protocol name, a bad bootstrap
+            setting, or a comparison naming a protocol not in ``protocols``.
     """
 
     def __init__(
@@ -105,6 +154,10 @@ class Evaluator:
         seed: int = 0,
         num_examples: int = 4,
         progress: bool = True,
+        bootstrap: int = DEFAULT_RESAMPLES,
+        confidence: float = DEFAULT_CONFIDENCE,
+        bootstrap_seed: int = 0,
+        comparisons: Sequence[tuple[str, str]] | None = None,
     ) -> None:
         if not protocols:
             raise ValueError("give at least one protocol, e.g. ['full']")
@@ -112,6 +165,22 @@ class Evaluator:
         names = [p.name for p in self.protocols]
         if len(set(names)) != len(names):
             raise ValueError(f"protocols repeat: {names}; list each once")
+        if bootstrap < 0:
+            raise ValueError(f"bootstrap must be >= 0 resamples (0 = no intervals), got {bootstrap}")
+        if not 0.0 < confidence < 1.0:
+            raise ValueError(f"confidence must be in (0, 1), e.g. 0.9, got {confidence}")
+        self.comparisons = None
+        if comparisons is not None:
+            canonical = [(build_protocol(a).name, build_protocol(b).name) for a, b in comparisons]
+            unknown = sorted({p for pair in canonical for p in pair} - set(names))
+            if unknown:
+                raise ValueError(
+                    f"comparisons name protocols that are not evaluated: {unknown}; evaluated: {names}"
+                )
+            self.comparisons = canonical
+        self.bootstrap = bootstrap
+        self.confidence = confidence
+        self.bootstrap_seed = bootstrap_seed
         self.predictor = predictor
         self.metric_config = metric_config or MetricConfig()
         self.seed = seed
@@ -147,6 +216,10 @@ class Evaluator:
 
             torch.cuda.reset_peak_memory_stats(device)
         suites = {p.name: MetricSuite(self.metric_config) for p in self.protocols}
+        names = getattr(self.predictor, "class_names", None)
+        if names is None or len(names) != self.metric_config.num_classes:
+            names = CITYSCAPES_CLASSES
+        table = ConditionTable(self.metric_config.num_classes, self.metric_config.ignore_index, names)
         examples: list[dict[str, Any]] = []
         total = None
         if hasattr(dataset, "__len__"):
@@ -158,8 +231,9 @@ class Evaluator:
                 num_samples += 1
                 for protocol in self.protocols:
                     perturbed = protocol(sample, sample_rng(self.seed, index))
-                    result = self.predictor.predict(sample_to_inputs(perturbed))
+                    result = self._predict(protocol, perturbed)
                     suites[protocol.name].update(perturbed, result)
+                    table.update(protocol.name, index, perturbed, result)
                     if protocol is self.protocols[0] and len(examples) < self.num_examples:
                         examples.append(self._example(sample, result, protocol.name))
                     bar.update(1)
@@ -186,8 +260,25 @@ class Evaluator:
                 for name, p in protocols.items()
             },
             "protocols": protocols,
+            "condition_table": table.compute(
+                self.bootstrap, self.confidence, self.bootstrap_seed, self.comparisons
+            ),
         }
         return EvaluationResult(to_jsonable(metrics), examples)
+
+    def _predict(self, protocol: Protocol, sample: dict[str, Any]) -> Any:
+        inputs = sample_to_inputs(sample)
+        if protocol.use_completion:
+            return self.predictor.predict(inputs)
+        with completion_disabled(self.predictor):
+            result = self.predictor.predict(inputs)
+        if getattr(result, "completed", ()):
+            raise RuntimeError(
+                f"protocol {protocol.name!r}: the model still completed {list(result.completed)} with "
+                "the completion network switched off; the predictor wraps a model this evaluator "
+                "cannot reach (give it the Predictor itself)"
+            )
+        return result
 
     @staticmethod
     def _example(sample: dict[str, Any], result: Any, protocol: str) -> dict[str, Any]:
