@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -340,3 +341,27 @@ def test_augment_config_defaults_are_the_documented_ones():
     cfg = AugmentConfig()
     assert dataclasses.asdict(cfg)["modality_dropout_mode"] == "sample"
     assert cfg.modality_dropout == 0.5 and cfg.modality_dropout_subsets == {}
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def test_configs_from_before_the_fields_load_with_the_old_behaviour():
+    from damcseg_core.checkpoint import legacy_model_config
+    from damcseg_core.models import ModelConfig
+
+    old = from_dict(ModelConfig, legacy_model_config({"completion": {"hidden": 64}, "fusion": {"heads": 8}}))
+    assert (old.completion.output, old.completion.hidden, old.fusion.completion_flag) == ("linear", 64, False)
+    new = from_dict(ModelConfig, legacy_model_config({"completion": {"output": "relu"}, "fusion": {}}))
+    assert (new.completion.output, new.fusion.completion_flag) == ("relu", False)
+    assert (ModelConfig().completion.output, ModelConfig().fusion.completion_flag) == ("relu", True)
+
+
+def test_shipped_checkpoint_loads_as_the_old_model_and_new_ones_round_trip(tmp_path, tiny):
+    import damcseg_core
+    from damcseg_core.checkpoint import load_model, save_checkpoint
+
+    shipped = load_model(Path(damcseg_core.__file__).parent / "weights" / "damcseg_edge.pt")
+    assert shipped.completion.output == "linear" and shipped.attention.completion_embed is None
+    path = save_checkpoint(tmp_path / "new.pt", tiny)
+    again = load_model(path)
+    assert again.completion.output == "relu" and again.attention.completion_embed is not None
+    assert torch.equal(again.attention.completion_embed, tiny.attention.completion_embed)
