@@ -35,8 +35,9 @@ excludes 0 is marked ``outside_noise`` (the report puts a ``*`` next to it). The
 absent (``missing:m`` - ``absent:m``); a pair is made when both protocols were evaluated. With
 ``full`` evaluated, completed - zero-filled also carries ``recovery`` = ``(completed -
 zero-filled) / (all - zero-filled)`` of the mIoU, the share of the sensor's worth the MCN wins
-back (point value). It is NaN where there is no gap to recover: all - zero-filled <= 0, or its
-paired interval includes 0 (a ratio to a difference inside the noise means nothing).
+back (point value). It is NaN where there is no gap to recover: all - zero-filled <= 0, or, with
+a bootstrap, its paired interval includes 0 or the row has one frame (a ratio to a difference
+inside the noise means nothing).
 
 Numbers are fractions in [0, 1] (differences in [-1, 1]), as in the rest of ``metrics.json``.
 """
@@ -408,8 +409,10 @@ class ConditionTable:
                     gap = point["full"]["miou"] - point[b]["miou"]
                     gain = point[a]["miou"] - point[b]["miou"]
                     real = gap > 0
-                    if real and weights is not None:
-                        real = percentile_interval(boot["full"]["miou"] - boot[b]["miou"], confidence)[0] > 0
+                    if real and resamples:  # with a bootstrap, the gap must also be outside the noise
+                        real = weights is not None and bool(
+                            percentile_interval(boot["full"]["miou"] - boot[b]["miou"], confidence)[0] > 0
+                        )
                     entry["cells"][row]["recovery"] = float(gain / gap) if real else float("nan")
         return {
             "bootstrap": {

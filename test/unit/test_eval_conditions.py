@@ -195,6 +195,18 @@ def test_recovery_is_undefined_without_a_gap():
     assert np.isnan(comp["cells"]["all"]["recovery"])
 
 
+@pytest.mark.parametrize(("resamples", "defined"), [(0, True), (100, False)])
+def test_recovery_of_a_single_frame_row_needs_no_bootstrap(resamples, defined):
+    table = ConditionTable()
+    gt = np.array([CAR, CAR, ROAD, ROAD])
+    for name, pred in (("full", gt), ("missing:rgb", [CAR, ROAD, ROAD, ROAD]), ("zero-fill:rgb", [ROAD] * 4)):
+        table.add(name, 0, "night", confusion_matrix(np.array(pred), gt))
+    recovery = table.compute(resamples=resamples)["comparisons"][0]["cells"]["night"]["recovery"]
+    # mIoU: full 1, missing (0.5 + 2/3) / 2, zero-fill (0 + 0.5) / 2
+    expected = ((0.5 + 2 / 3) / 2 - 0.25) / (1 - 0.25)
+    assert recovery == pytest.approx(expected) if defined else np.isnan(recovery)
+
+
 @pytest.mark.parametrize(
     ("protocols", "pairs"),
     [
