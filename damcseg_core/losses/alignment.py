@@ -18,6 +18,10 @@ For a box ``b = (x1, y1, x2, y2)`` with train id ``c``:
 
 ``L_align`` is the mean of ``loss_b`` over all boxes of the batch (0 without boxes).
 
+All boxes of a batch are computed at once (:func:`batched_box_mask_iou`: one gather of every
+region into a padded stack); the per-box functions :func:`soft_box_mask_iou` and
+:func:`soft_box_mask_iou_differentiable` are the reference it is tested against.
+
 Which boxes (``boxes``):
 
 * ``"matched"`` (default): the detector's *predicted* box of each valid ground-truth object
@@ -44,6 +48,7 @@ __all__ = [
     "AlignmentLossConfig",
     "alignment_loss",
     "alignment_penalty",
+    "batched_box_mask_iou",
     "matched_alignment_loss",
     "soft_box_mask_iou",
     "soft_box_mask_iou_differentiable",
@@ -88,6 +93,80 @@ def soft_box_mask_iou(prob: torch.Tensor, box: torch.Tensor, margin: float) -> t
     return inter / union.clamp_min(1e-6)
 
 
+def batched_box_mask_iou(
+    probs: torch.Tensor,
+    image: torch.Tensor,
+    label: torch.Tensor,
+    boxes: torch.Tensor,
+    margin: float,
+    temperature: float | None = None,
+) -> torch.Tensor:
+    """The soft box-vs-mask IoU of many boxes at once, ``[P]``.
+
+    Box ``p`` is compared with ``probs[image[p], label[p]]``: for ``temperature=None`` exactly as
+    :func:`soft_box_mask_iou` (hard box), otherwise as :func:`soft_box_mask_iou_differentiable`
+    (box clipped to the image, logistic edges, gradient to ``boxes``). The regions of all boxes
+    are read with one gather into a ``[P, Hmax, Wmax]`` stack (padding masked out), so the
+    backward pass writes one gradient map instead of one full-size map per box.
+
+    Args:
+        probs: ``[B, C, H, W]`` class probabilities.
+        image / label: ``[P]`` int64 image and class index of each box.
+        boxes: ``[P, 4]`` xyxy pixel boxes.
+        margin: Region around each box, as a fraction of its width/height per side.
+        temperature: Softness of the box edges in pixels; ``None`` = a hard box.
+    """
+    h, w = probs.shape[-2:]
+    dtype = probs.dtype
+    if temperature is not None:
+        boxes = torch.minimum(boxes.clamp_min(0.0), boxes.new_tensor([w, h, w, h]))
+    # Region bounds in float64, as the per-box functions compute them with Python floats.
+    bd = boxes.detach().double()
+    x1, y1, x2, y2 = bd.unbind(1)
+    bw, bh = x2 - x1, y2 - y1
+    if temperature is not None:
+        bw, bh = bw.clamp_min(1.0), bh.clamp_min(1.0)
+    mx, my = margin * bw, margin * bh
+    rx1 = (x1 - mx).trunc().clamp_min(0).long()
+    ry1 = (y1 - my).trunc().clamp_min(0).long()
+    rx2 = (x2 + mx + 0.999).trunc().clamp_max(w).long()
+    ry2 = (y2 + my + 0.999).trunc().clamp_max(h).long()
+    empty = (rx2 <= rx1) | (ry2 <= ry1)
+    rh, rw = (ry2 - ry1).clamp_min(0), (rx2 - rx1).clamp_min(0)
+    hmax, wmax = max(1, int(rh.max())), max(1, int(rw.max()))
+    ar_y = torch.arange(hmax, device=probs.device)
+    ar_x = torch.arange(wmax, device=probs.device)
+    ys, xs = ry1[:, None] + ar_y, rx1[:, None] + ar_x  # [P, Hmax], [P, Wmax]
+    in_y, in_x = ar_y < rh[:, None], ar_x < rw[:, None]
+    inside = in_y[:, :, None] & in_x[:, None, :]  # [P, Hmax, Wmax]
+    m = probs[
+        image[:, None, None],
+        label[:, None, None],
+        ys.clamp_max(h - 1)[:, :, None],
+        xs.clamp_max(w - 1)[:, None, :],
+    ]
+    # Probabilities are >= 0, so -1 padding never wins a max nor ties with a region pixel.
+    m = torch.where(inside, m, torch.full_like(m, -1.0))
+    px = m.amax(dim=1)  # [P, Wmax]: max over the region's rows, per column
+    py = m.amax(dim=2)  # [P, Hmax]
+    zero = torch.zeros((), dtype=dtype, device=probs.device)
+    soft = torch.where(inside, py[:, :, None] * px[:, None, :], zero)
+    cx, cy = xs.to(dtype) + 0.5, ys.to(dtype) + 0.5
+    if temperature is None:
+        b = boxes.to(dtype)
+        bx = ((cx >= b[:, 0:1]) & (cx <= b[:, 2:3])).to(dtype)
+        by = ((cy >= b[:, 1:2]) & (cy <= b[:, 3:4])).to(dtype)
+    else:
+        t = max(temperature, 1e-3)
+        bx = torch.sigmoid((cx - boxes[:, 0:1]) / t) * torch.sigmoid((boxes[:, 2:3] - cx) / t)
+        by = torch.sigmoid((cy - boxes[:, 1:2]) / t) * torch.sigmoid((boxes[:, 3:4] - cy) / t)
+    hard = torch.where(inside, by[:, :, None] * bx[:, None, :], zero)
+    inter = (soft * hard).sum(dim=(1, 2))
+    union = soft.sum(dim=(1, 2)) + hard.sum(dim=(1, 2)) - inter
+    iou = inter / union.clamp_min(1e-6)
+    return torch.where(empty, zero, iou)
+
+
 def alignment_loss(
     seg_logits: torch.Tensor,
     boxes: list[torch.Tensor],
@@ -107,19 +186,20 @@ def alignment_loss(
     """
     cfg = cfg or AlignmentLossConfig()
     probs = torch.softmax(seg_logits, dim=1)
-    ious = []
-    for i in range(seg_logits.shape[0]):
-        img_boxes = boxes[i].reshape(-1, 4)
-        img_labels = labels[i].reshape(-1)
-        for box, label in zip(img_boxes, img_labels):
-            c = int(label)
-            if not 0 <= c < probs.shape[1] or box[2] <= box[0] or box[3] <= box[1]:
-                continue
-            ious.append(soft_box_mask_iou(probs[i, c], box, cfg.margin))
-    if not ious:
+    device = seg_logits.device
+    all_boxes = [b.reshape(-1, 4).to(device, probs.dtype) for b in boxes[: seg_logits.shape[0]]]
+    all_labels = [lab.reshape(-1).to(device).long() for lab in labels[: seg_logits.shape[0]]]
+    image = torch.cat(
+        [torch.full((len(b),), i, dtype=torch.int64, device=device) for i, b in enumerate(all_boxes)]
+        or [torch.zeros(0, dtype=torch.int64, device=device)]
+    )
+    box = torch.cat(all_boxes) if all_boxes else probs.new_zeros(0, 4)
+    label = torch.cat(all_labels) if all_labels else image
+    keep = (label >= 0) & (label < probs.shape[1]) & (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1])
+    if not bool(keep.any()):
         zero = seg_logits.sum().mul(0.0).abs()
-        return {"align": zero, "align_iou": torch.ones((), device=seg_logits.device)}
-    iou = torch.stack(ious)
+        return {"align": zero, "align_iou": torch.ones((), device=device)}
+    iou = batched_box_mask_iou(probs, image[keep], label[keep], box[keep], cfg.margin)
     loss = alignment_penalty(iou, cfg.threshold, cfg.penalty).mean()
     return {"align": loss, "align_iou": iou.detach().mean()}
 
@@ -172,21 +252,21 @@ def matched_alignment_loss(
     """
     cfg = cfg or AlignmentLossConfig()
     probs = torch.softmax(seg_logits, dim=1)
-    ious = []
-    for i, (pred, _gt, labels) in enumerate(matched):
-        for box, label in zip(pred, labels.tolist()):
-            if len(ious) >= cfg.max_boxes:
-                break
-            if not 0 <= label < probs.shape[1] or not torch.isfinite(box).all():
-                continue
-            ious.append(
-                soft_box_mask_iou_differentiable(probs[i, label], box, cfg.margin, cfg.box_temperature)
-            )
-    if not ious:
+    device = seg_logits.device
+    preds = [pred.reshape(-1, 4) for pred, _, _ in matched]
+    image = torch.cat(
+        [torch.full((len(p),), i, dtype=torch.int64, device=device) for i, p in enumerate(preds)]
+    )
+    label = torch.cat([lab.reshape(-1).to(device).long() for _, _, lab in matched]) if matched else image
+    box = torch.cat(preds) if preds else probs.new_zeros(0, 4)
+    keep = (label >= 0) & (label < probs.shape[1]) & torch.isfinite(box).all(dim=1)
+    # The first max_boxes usable boxes in batch order.
+    idx = torch.nonzero(keep).flatten()[: cfg.max_boxes]
+    if idx.numel() == 0:
         zero = seg_logits.sum().mul(0.0).abs()
         for pred, _, _ in matched:
             zero = zero + pred.sum().mul(0.0)
         return {"align": zero, "align_iou": torch.ones((), device=seg_logits.device)}
-    iou = torch.stack(ious)
+    iou = batched_box_mask_iou(probs, image[idx], label[idx], box[idx], cfg.margin, cfg.box_temperature)
     loss = alignment_penalty(iou, cfg.threshold, cfg.penalty).mean()
     return {"align": loss, "align_iou": iou.detach().mean()}

@@ -122,3 +122,85 @@ def test_matched_degenerate_box_is_finite_zero():
     out = matched_alignment_loss(_logits_with_car(8, 8, 20, 16), [(box, box.detach(), torch.tensor([CAR]))])
     out["align"].backward()
     assert torch.isfinite(out["align"]) and torch.isfinite(box.grad).all()
+
+
+# ---------------------------------------------------------------- batched == per-box reference
+def _reference_alignment(seg_logits, boxes, labels, cfg):
+    """The per-box loop L_align was before it was batched (same per-box function)."""
+    from damcseg_core.losses.alignment import soft_box_mask_iou
+
+    probs = torch.softmax(seg_logits, dim=1)
+    ious = [
+        soft_box_mask_iou(probs[i, int(lab)], box, cfg.margin)
+        for i in range(seg_logits.shape[0])
+        for box, lab in zip(boxes[i].reshape(-1, 4), labels[i].reshape(-1))
+        if 0 <= int(lab) < probs.shape[1] and box[2] > box[0] and box[3] > box[1]
+    ]
+    iou = torch.stack(ious)
+    return alignment_penalty(iou, cfg.threshold, cfg.penalty).mean(), iou.mean()
+
+
+def _reference_matched(seg_logits, matched, cfg):
+    from damcseg_core.losses.alignment import soft_box_mask_iou_differentiable
+
+    probs = torch.softmax(seg_logits, dim=1)
+    ious = []
+    for i, (pred, _gt, labs) in enumerate(matched):
+        for box, lab in zip(pred, labs.tolist()):
+            if len(ious) >= cfg.max_boxes:
+                break
+            if 0 <= lab < probs.shape[1] and torch.isfinite(box).all():
+                ious.append(
+                    soft_box_mask_iou_differentiable(probs[i, lab], box, cfg.margin, cfg.box_temperature)
+                )
+    iou = torch.stack(ious)
+    return alignment_penalty(iou, cfg.threshold, cfg.penalty).mean(), iou.mean()
+
+
+def _random_boxes(g, n, h, w):
+    xy = torch.rand(n, 2, generator=g) * torch.tensor([w * 1.2, h * 1.2]) - torch.tensor([w * 0.1, h * 0.1])
+    wh = torch.rand(n, 2, generator=g) * torch.tensor([w * 0.6, h * 0.6])
+    return torch.cat([xy, xy + wh], dim=1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batched_gt_alignment_equals_per_box_loop(seed):
+    g = torch.Generator().manual_seed(seed)
+    b, h, w = 3, 24, 40
+    logits = (3 * torch.randn(b, C, h, w, generator=g)).requires_grad_(True)
+    boxes = [_random_boxes(g, n, h, w) for n in (5, 0, 7)]
+    boxes[2][0] = torch.tensor([10.0, 5.0, 10.0, 9.0])  # degenerate: skipped
+    labels = [torch.randint(0, C + 2, (len(bx),), generator=g) for bx in boxes]  # some out of range
+    cfg = AlignmentLossConfig(boxes="gt")
+    got = alignment_loss(logits, boxes, labels, cfg)
+    (grad,) = torch.autograd.grad(got["align"], logits)
+    ref, ref_iou = _reference_alignment(logits, boxes, labels, cfg)
+    (ref_grad,) = torch.autograd.grad(ref, logits)
+    torch.testing.assert_close(got["align"], ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got["align_iou"], ref_iou.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize(("seed", "max_boxes"), [(0, 64), (1, 5), (2, 64)])
+def test_batched_matched_alignment_equals_per_box_loop(seed, max_boxes):
+    from damcseg_core.losses.alignment import matched_alignment_loss
+
+    g = torch.Generator().manual_seed(seed)
+    b, h, w = 3, 24, 40
+    logits = (3 * torch.randn(b, C, h, w, generator=g)).requires_grad_(True)
+    preds = [_random_boxes(g, n, h, w).requires_grad_(True) for n in (4, 6, 3)]
+    with torch.no_grad():
+        preds[1][2, 0] = float("nan")  # non-finite prediction: skipped
+        preds[2][0] = torch.tensor([50.0, 30.0, 50.0, 30.0])  # outside the image: clipped to the corner
+    labels = [torch.randint(0, C + 2, (len(p),), generator=g) for p in preds]
+    matched = [(p, p.detach(), lab) for p, lab in zip(preds, labels)]
+    cfg = AlignmentLossConfig(max_boxes=max_boxes, box_temperature=0.7)
+    got = matched_alignment_loss(logits, matched, cfg)
+    grads = torch.autograd.grad(got["align"], [logits, *preds])
+    ref, ref_iou = _reference_matched(logits, matched, cfg)
+    ref_grads = torch.autograd.grad(ref, [logits, *preds], allow_unused=True)
+    torch.testing.assert_close(got["align"], ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got["align_iou"], ref_iou.detach(), rtol=1e-5, atol=1e-6)
+    for a, r in zip(grads, ref_grads):
+        r = torch.zeros_like(a) if r is None else r
+        torch.testing.assert_close(torch.nan_to_num(a), torch.nan_to_num(r), rtol=1e-4, atol=1e-7)
