@@ -76,34 +76,65 @@ def _masked_mean(
     return (values * w).sum() / denom.clamp_min(1e-12) if denom > 0 else values.sum().mul(0.0).abs()
 
 
+def _max_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Max over the ``(2r+1)^2`` window of every pixel of ``[B, H, W]`` (outside the image: ignored).
+
+    Exactly the max-pool with stride 1 and padding ``r``, computed as a square max is separable:
+    ``2r`` shifted element-wise maxima along W, then along H (an order of magnitude faster than
+    ``F.max_pool2d`` on the CPU, and it keeps integer dtypes).
+    """
+    if radius <= 0:
+        return x
+    fill = float("-inf") if x.is_floating_point() else torch.iinfo(x.dtype).min
+    h, w = x.shape[-2:]
+    k = 2 * radius + 1
+    p = x.new_full((*x.shape[:-1], w + 2 * radius), fill)
+    p[..., radius : radius + w] = x
+    out = p[..., 0:w].clone()
+    for d in range(1, k):
+        torch.maximum(out, p[..., d : d + w], out=out)
+    p = x.new_full((*x.shape[:-2], h + 2 * radius, w), fill)
+    p[..., radius : radius + h, :] = out
+    out = p[..., 0:h, :].clone()
+    for d in range(1, k):
+        torch.maximum(out, p[..., d : d + h, :], out=out)
+    return out
+
+
 def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Binary dilation of ``[B, H, W]`` bool by a ``(2r+1)^2`` square (max-pool)."""
+    """Binary dilation of ``[B, H, W]`` bool by a ``(2r+1)^2`` square (max filter)."""
     if radius <= 0:
         return mask
-    k = 2 * radius + 1
-    return F.max_pool2d(mask[:, None].float(), k, stride=1, padding=radius)[:, 0] > 0
+    return _max_filter(mask.to(torch.uint8), radius) > 0
 
 
 def boundary_band(labels: torch.Tensor, radius: int) -> torch.Tensor:
     """Valid pixels within ``radius`` px of a label edge (see module docstring), ``[B, H, W]`` bool."""
     valid = labels != IGNORE_INDEX
     lab = labels.long()
-    hi = F.max_pool2d(torch.where(valid, lab, -1)[:, None].float(), 3, stride=1, padding=1)[:, 0]
-    lo = -F.max_pool2d(-torch.where(valid, lab, 256)[:, None].float(), 3, stride=1, padding=1)[:, 0]
+    hi = _max_filter(torch.where(valid, lab, -1), 1)
+    lo = -_max_filter(-torch.where(valid, lab, 256), 1)
     edge = valid & ((hi > lab) | (lo < lab))
     return _dilate(edge, radius) & valid
 
 
 def dice_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Multi-class soft Dice over the classes present in ``labels`` (ignore honoured)."""
+    """Multi-class soft Dice over the classes present in ``labels`` (ignore honoured).
+
+    Computed without a one-hot tensor: ``sum p_c g_c`` is the probability of the labelled class
+    summed per class (a scatter-add), ``sum g_c`` a bincount, ``sum p_c`` one batched GEMV.
+    """
     valid = labels != IGNORE_INDEX
-    c = logits.shape[1]
-    probs = torch.softmax(logits, dim=1) * valid[:, None]
-    onehot = F.one_hot(torch.where(valid, labels.long(), 0), c).permute(0, 3, 1, 2).to(probs.dtype)
-    onehot = onehot * valid[:, None]
-    inter = (probs * onehot).sum(dim=(0, 2, 3))
-    denom = probs.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
-    present = onehot.sum(dim=(0, 2, 3)) > 0
+    b, c = logits.shape[:2]
+    probs = torch.softmax(logits, dim=1)
+    lab = torch.where(valid, labels.long(), 0)
+    vf = valid.to(probs.dtype)
+    p_true = probs.gather(1, lab[:, None])[:, 0] * vf  # [B, H, W]
+    inter = probs.new_zeros(c).scatter_add(0, lab.flatten(), p_true.flatten())
+    count = torch.bincount(lab[valid], minlength=c).to(probs.dtype)
+    psum = torch.bmm(probs.reshape(b, c, -1), vf.reshape(b, -1, 1)).sum(dim=(0, 2))
+    denom = psum + count
+    present = count > 0
     if not present.any():
         return logits.sum().mul(0.0).abs()
     dice = 1.0 - (2.0 * inter + 1.0) / (denom + 1.0)
@@ -126,36 +157,52 @@ def object_pixel_weights(
         ``(tiny_w, occ_mask)``: float ``[B, H, W]`` weights of the tiny term (0 outside small
         objects) and bool ``[B, H, W]`` pixels of the occlusion term.
     """
-    tiny_w = torch.zeros(instance.shape, dtype=torch.float32, device=instance.device)
-    occ_mask = torch.zeros(instance.shape, dtype=torch.bool, device=instance.device)
+    device = instance.device
     inst = instance.long()
-    for i in range(inst.shape[0]):
-        ids = inst[i]
-        n = int(ids.max()) if ids.numel() else 0
-        if n == 0:
-            continue
-        area = torch.bincount(ids.flatten(), minlength=n + 1).float()  # area[0] = background
-        per_obj = torch.zeros(n + 1, device=instance.device)
-        per_obj[(area > 0) & (area < cfg.small_area)] = 1.0
-        per_obj[(area > 0) & (area < cfg.tiny_area)] = cfg.tiny_pixel_weight
-        per_obj[0] = 0.0
-        tiny_w[i] = per_obj[ids]
-        if occlusion is None or len(occlusion[i]) == 0:
-            continue
-        occ = torch.zeros(n + 1, device=instance.device)
-        ratios = occlusion[i].to(instance.device, torch.float32).reshape(-1)
-        m = min(n, ratios.numel())
-        occ[1 : m + 1] = ratios[:m]
-        heavy = occ[ids] > cfg.occlusion_threshold
-        # Visible pixels of partly occluded objects within boundary_radius of another object
-        # (the occluder): the max/min object id in the window differs from the pixel's own.
-        k = 2 * cfg.boundary_radius + 1
-        obj = ids > 0
-        hi = F.max_pool2d(torch.where(obj, ids, -1)[None, None].float(), k, 1, cfg.boundary_radius)[0, 0]
-        lo = -F.max_pool2d(-torch.where(obj, ids, n + 1)[None, None].float(), k, 1, cfg.boundary_radius)[0, 0]
-        near_other = obj & ((hi > ids) | (lo < ids))
-        other = near_other & (occ[ids] > 0)
-        occ_mask[i] = heavy | other
+    b = inst.shape[0]
+    if inst.numel() == 0:
+        return torch.zeros(inst.shape, device=device), torch.zeros(
+            inst.shape, dtype=torch.bool, device=device
+        )
+    # Object k of image i is entry offset[i] + k of one id space for the whole batch
+    # (offset[i] + 0 is that image's background).
+    n = inst.reshape(b, -1).amax(dim=1)  # [B] objects per image
+    sizes = n + 1
+    offset = torch.cumsum(sizes, 0) - sizes
+    gid = inst + offset[:, None, None]
+    total = int(sizes.sum())
+    area = torch.bincount(gid.flatten(), minlength=total).float()
+    per_obj = torch.zeros(total, device=device)
+    per_obj[(area > 0) & (area < cfg.small_area)] = 1.0
+    per_obj[(area > 0) & (area < cfg.tiny_area)] = cfg.tiny_pixel_weight
+    per_obj[offset] = 0.0
+    tiny_w = per_obj[gid]
+    occ_mask = torch.zeros(inst.shape, dtype=torch.bool, device=device)
+    if occlusion is None:
+        return tiny_w, occ_mask
+    n_list = n.tolist()
+    active = [n_list[i] > 0 and len(occlusion[i]) > 0 for i in range(b)]
+    if not any(active):
+        return tiny_w, occ_mask
+    occ = torch.zeros(total, device=device)
+    starts = offset.tolist()
+    for i in range(b):
+        if active[i]:
+            ratios = occlusion[i].to(device, torch.float32).reshape(-1)
+            m = min(n_list[i], ratios.numel())
+            occ[starts[i] + 1 : starts[i] + 1 + m] = ratios[:m]
+    occ_px = occ[gid]
+    heavy = occ_px > cfg.occlusion_threshold
+    # Visible pixels of partly occluded objects within boundary_radius of another object
+    # (the occluder): the max/min object id in the window differs from the pixel's own.
+    obj = inst > 0
+    big = int(n.max()) + 1  # above every id: the image's own n + 1 or the batch's, same result
+    hi = _max_filter(torch.where(obj, inst, -1), cfg.boundary_radius)
+    lo = -_max_filter(-torch.where(obj, inst, big), cfg.boundary_radius)
+    near_other = obj & ((hi > inst) | (lo < inst))
+    other = near_other & (occ_px > 0)
+    keep = torch.tensor(active, device=device)[:, None, None]
+    occ_mask = (heavy | other) & keep
     return tiny_w, occ_mask
 
 

@@ -138,3 +138,129 @@ def test_size_mismatch_message():
 def test_all_ignore_gives_zero_not_nan():
     out = segmentation_loss(torch.randn(1, C, 4, 4), torch.full((1, 4, 4), 255))
     assert out["seg"].item() == 0.0
+
+
+# ------------------------------------------------- vectorised == the per-image reference code
+def _ref_boundary_band(labels, radius):
+    """boundary_band as it was before vectorising (square max-pools)."""
+    valid = labels != 255
+    lab = labels.long()
+    hi = F.max_pool2d(torch.where(valid, lab, -1)[:, None].float(), 3, stride=1, padding=1)[:, 0]
+    lo = -F.max_pool2d(-torch.where(valid, lab, 256)[:, None].float(), 3, stride=1, padding=1)[:, 0]
+    edge = valid & ((hi > lab) | (lo < lab))
+    if radius > 0:
+        edge = F.max_pool2d(edge[:, None].float(), 2 * radius + 1, stride=1, padding=radius)[:, 0] > 0
+    return edge & valid
+
+
+def _ref_dice(logits, labels):
+    valid = labels != 255
+    probs = torch.softmax(logits, dim=1) * valid[:, None]
+    onehot = F.one_hot(torch.where(valid, labels.long(), 0), logits.shape[1]).permute(0, 3, 1, 2).float()
+    onehot = onehot * valid[:, None]
+    inter = (probs * onehot).sum(dim=(0, 2, 3))
+    denom = probs.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+    present = onehot.sum(dim=(0, 2, 3)) > 0
+    return (1.0 - (2.0 * inter + 1.0) / (denom + 1.0))[present].mean()
+
+
+def _ref_object_pixel_weights(instance, occlusion, cfg):
+    tiny_w = torch.zeros(instance.shape)
+    occ_mask = torch.zeros(instance.shape, dtype=torch.bool)
+    inst = instance.long()
+    for i in range(inst.shape[0]):
+        ids = inst[i]
+        n = int(ids.max())
+        if n == 0:
+            continue
+        area = torch.bincount(ids.flatten(), minlength=n + 1).float()
+        per_obj = torch.zeros(n + 1)
+        per_obj[(area > 0) & (area < cfg.small_area)] = 1.0
+        per_obj[(area > 0) & (area < cfg.tiny_area)] = cfg.tiny_pixel_weight
+        per_obj[0] = 0.0
+        tiny_w[i] = per_obj[ids]
+        if occlusion is None or len(occlusion[i]) == 0:
+            continue
+        occ = torch.zeros(n + 1)
+        ratios = occlusion[i].float().reshape(-1)
+        m = min(n, ratios.numel())
+        occ[1 : m + 1] = ratios[:m]
+        heavy = occ[ids] > cfg.occlusion_threshold
+        k, r = 2 * cfg.boundary_radius + 1, cfg.boundary_radius
+        obj = ids > 0
+        hi = F.max_pool2d(torch.where(obj, ids, -1)[None, None].float(), k, 1, r)[0, 0]
+        lo = -F.max_pool2d(-torch.where(obj, ids, n + 1)[None, None].float(), k, 1, r)[0, 0]
+        occ_mask[i] = heavy | (obj & ((hi > ids) | (lo < ids)) & (occ[ids] > 0))
+    return tiny_w, occ_mask
+
+
+@pytest.fixture(scope="module")
+def synthetic_batch():
+    """Four 64x128 synthetic frames (real instance maps and occlusion ratios) plus edge cases."""
+    from damcseg_core.data.synthetic import SyntheticDataset
+
+    ds = SyntheticDataset(4, seed=3, size=(64, 128))
+    samples = [ds[i] for i in range(4)]
+    semantic = torch.stack([s["semantic"] for s in samples])
+    instance = torch.stack([s["instance"] for s in samples])
+    occlusion = [s["occlusion"] for s in samples]
+    semantic[1, :5] = 255  # ignored rows
+    instance[2] = 0  # an image without objects
+    occlusion[3] = occlusion[3][:0]  # objects with unknown occlusion
+    return semantic, instance, occlusion
+
+
+@pytest.mark.parametrize("radius", [0, 1, 3, 5])
+def test_boundary_band_equals_max_pool_reference(synthetic_batch, radius):
+    semantic = synthetic_batch[0]
+    assert torch.equal(boundary_band(semantic, radius), _ref_boundary_band(semantic, radius))
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        SegmentationLossConfig(),
+        SegmentationLossConfig(boundary_radius=0, occlusion_threshold=-0.1, tiny_area=50, small_area=400),
+        SegmentationLossConfig(boundary_radius=2, occlusion_threshold=0.2, tiny_pixel_weight=5.0),
+    ],
+    ids=["default", "radius0-negative-threshold", "radius2"],
+)
+def test_object_pixel_weights_equal_per_image_reference(synthetic_batch, cfg):
+    _, instance, occlusion = synthetic_batch
+    tiny, occ = object_pixel_weights(instance, occlusion, cfg)
+    ref_tiny, ref_occ = _ref_object_pixel_weights(instance, occlusion, cfg)
+    assert torch.equal(tiny, ref_tiny)
+    assert torch.equal(occ, ref_occ)
+    assert occ.any() and tiny.any()  # the case exercises both terms
+    tiny_none, occ_none = object_pixel_weights(instance, None, cfg)
+    assert torch.equal(tiny_none, ref_tiny) and not occ_none.any()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_dice_and_full_loss_equal_reference(synthetic_batch, seed, monkeypatch):
+    import damcseg_core.losses.segmentation as seg
+
+    semantic, instance, occlusion = synthetic_batch
+    g = torch.Generator().manual_seed(seed)
+    logits = (2 * torch.randn(semantic.shape[0], C, *semantic.shape[1:], generator=g)).requires_grad_(True)
+    got = dice_loss(logits, semantic)
+    ref = _ref_dice(logits, semantic)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        torch.autograd.grad(got, logits)[0], torch.autograd.grad(ref, logits)[0], rtol=1e-4, atol=1e-8
+    )
+    cfg = SegmentationLossConfig()
+    new = segmentation_loss(logits, semantic, instance, occlusion, cfg)
+    with monkeypatch.context() as m:
+        m.setattr(seg, "boundary_band", _ref_boundary_band)
+        m.setattr(seg, "dice_loss", _ref_dice)
+        m.setattr(seg, "object_pixel_weights", _ref_object_pixel_weights)
+        old = segmentation_loss(logits, semantic, instance, occlusion, cfg)
+    for key in old:
+        torch.testing.assert_close(new[key], old[key], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        torch.autograd.grad(new["seg"], logits)[0],
+        torch.autograd.grad(old["seg"], logits)[0],
+        rtol=1e-4,
+        atol=1e-8,
+    )
