@@ -30,7 +30,6 @@ logarithm, so that ``softmax`` of the result is the fused distribution and ``nll
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 from torch import nn
@@ -72,11 +71,14 @@ class DSAFWeights:
     image_weights: torch.Tensor
 
 
-def _pixel_box(box: torch.Tensor, h: int, w: int) -> tuple[int, int, int, int]:
-    """Whole-pixel ``(x1, y1, x2, y2)`` of a box, clipped to the image, at least one pixel."""
-    x1, y1, x2, y2 = (math.floor(float(v) + 0.5) for v in box)  # half-up, not banker's rounding
-    x1, y1 = min(max(0, x1), w - 1), min(max(0, y1), h - 1)
-    return x1, y1, max(x1 + 1, min(w, x2)), max(y1 + 1, min(h, y2))
+def _pixel_boxes(boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Whole-pixel ``[N, 4]`` int64 ``x1, y1, x2, y2`` of ``boxes [N, 4]``: rounded half-up (not
+    banker's rounding), clipped to the image, at least one pixel."""
+    r = (boxes.detach().reshape(-1, 4).double() + 0.5).floor().long()
+    x1, y1 = r[:, 0].clamp(0, w - 1), r[:, 1].clamp(0, h - 1)
+    x2 = torch.maximum(x1 + 1, r[:, 2].clamp(max=w))
+    y2 = torch.maximum(y1 + 1, r[:, 3].clamp(max=h))
+    return torch.stack([x1, y1, x2, y2], 1)
 
 
 def _adjust(init: torch.Tensor, delta_beta: torch.Tensor) -> torch.Tensor:
@@ -131,12 +133,10 @@ class DSAF(nn.Module):
             )
             area = (clipped[:, 2] - clipped[:, 0]).clamp_min(0) * (clipped[:, 3] - clipped[:, 1]).clamp_min(0)
             sizes.append(area / (h * w))
-            values = []
-            for box in bx:
-                x1, y1, x2, y2 = _pixel_box(box, h, w)
-                s = integral[i, y2, x2] - integral[i, y1, x2] - integral[i, y2, x1] + integral[i, y1, x1]
-                values.append(s / ((x2 - x1) * (y2 - y1)))
-            ambiguity.append(torch.stack(values).clamp(0, 1) if values else probs.new_zeros(0))
+            x1, y1, x2, y2 = _pixel_boxes(bx, h, w).to(probs.device).unbind(1)
+            ii = integral[i]
+            total = ii[y2, x2] - ii[y1, x2] - ii[y2, x1] + ii[y1, x1]
+            ambiguity.append((total / ((x2 - x1) * (y2 - y1)).to(total.dtype)).clamp(0, 1))
         return sizes, ambiguity
 
     # ------------------------------------------------------------------ weights
@@ -210,19 +210,34 @@ class DSAF(nn.Module):
                 f"boxes and target_weights must be lists with one tensor per image ({b}), "
                 f"got {len(boxes)} and {len(target_weights)}"
             )
-        maps = image_weights[:, :, None, None].expand(b, 3, height, width).clone()
+        device = image_weights.device
+        ys = torch.arange(height, device=device)
+        xs = torch.arange(width, device=device)
+        per_image = []
         for i in range(b):
             bx = boxes[i].reshape(-1, 4)
             if len(bx) != len(target_weights[i]):
                 raise ValueError(f"image {i}: {len(bx)} boxes but {len(target_weights[i])} target weights")
-            rects = [_pixel_box(box, height, width) for box in bx]
-            order = sorted(
-                range(len(rects)), key=lambda j: -(rects[j][2] - rects[j][0]) * (rects[j][3] - rects[j][1])
-            )
-            for j in order:
-                x1, y1, x2, y2 = rects[j]
-                maps[i, :, y1:y2, x1:x2] = target_weights[i][j][:, None, None]
-        return maps
+            background = image_weights[i][:, None, None].expand(3, height, width)
+            if len(bx) == 0:
+                per_image.append(background)
+                continue
+            x1, y1, x2, y2 = _pixel_boxes(bx, height, width).to(device).unbind(1)
+            inside = ((ys[None] >= y1[:, None]) & (ys[None] < y2[:, None]))[:, :, None] & (
+                (xs[None] >= x1[:, None]) & (xs[None] < x2[:, None])
+            )[:, None, :]  # [N, H, W]
+            # Painting largest first (stable for equal areas) lets the last painted win: the owner
+            # of a pixel is the covering box painted last.
+            area = (x2 - x1) * (y2 - y1)
+            order = torch.sort(-area, stable=True).indices
+            rank = torch.empty_like(order)
+            rank[order] = torch.arange(len(order), device=device)
+            owner = torch.where(inside, rank[:, None, None], -1).max(dim=0).values  # paint rank
+            covered = owner >= 0
+            owner_box = order[owner.clamp(min=0)]  # [H, W] box index
+            painted = target_weights[i].to(image_weights.dtype)[owner_box].permute(2, 0, 1)  # [3, H, W]
+            per_image.append(torch.where(covered[None], painted, background))
+        return torch.stack(per_image)
 
     def fuse(
         self,

@@ -251,3 +251,61 @@ def test_config_from_dict() -> None:
     assert from_dict(DSAFConfig, {"a_init": -20}).a_init == -20.0
     with pytest.raises(ConfigError, match="unknown config key 'a'"):
         from_dict(DSAFConfig, {"a": 1.0})
+
+
+# ---------------------------------------------------- vectorised maps == the painting reference
+def _reference_pixel_box(box, h, w):
+    x1, y1, x2, y2 = (math.floor(float(v) + 0.5) for v in box)
+    x1, y1 = min(max(0, x1), w - 1), min(max(0, y1), h - 1)
+    return x1, y1, max(x1 + 1, min(w, x2)), max(y1 + 1, min(h, y2))
+
+
+def _reference_weight_maps(image_w, boxes, target_w, h, w):
+    """Paint each box's weights, largest first (stable), so smaller boxes win overlaps."""
+    maps = image_w[:, :, None, None].expand(len(boxes), 3, h, w).clone()
+    for i, bx in enumerate(boxes):
+        rects = [_reference_pixel_box(b, h, w) for b in bx]
+        order = sorted(
+            range(len(rects)), key=lambda j: -(rects[j][2] - rects[j][0]) * (rects[j][3] - rects[j][1])
+        )
+        for j in order:
+            x1, y1, x2, y2 = rects[j]
+            maps[i, :, y1:y2, x1:x2] = target_w[i][j][:, None, None]
+    return maps
+
+
+def _reference_ambiguity(probs, bx, i):
+    k, h, w = probs.shape[1:]
+    impurity = (1 - probs[i].pow(2).sum(0)) / (1 - 1 / k)
+    out = [impurity[y1:y2, x1:x2].mean() for x1, y1, x2, y2 in (_reference_pixel_box(b, h, w) for b in bx)]
+    return torch.stack(out).clamp(0, 1) if out else torch.zeros(0)
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("integer", [False, True])  # integer boxes: equal areas, ties in the order
+def test_weight_maps_and_ambiguity_equal_the_per_box_reference(seed, integer):
+    gen = torch.Generator().manual_seed(seed)
+    h, w = 11, 19
+    boxes = []
+    for _ in range(2):
+        n = int(torch.randint(0, 7, (1,), generator=gen))
+        xy = torch.rand(n, 2, generator=gen) * torch.tensor([w + 4.0, h + 4.0]) - 2
+        wh = torch.rand(n, 2, generator=gen) * 10
+        if integer:
+            xy, wh = xy.round(), wh.round()
+        boxes.append(torch.cat([xy, xy + wh], 1))
+    target_w = [torch.rand(len(b), 3, generator=gen, requires_grad=True) for b in boxes]
+    image_w = torch.rand(2, 3, generator=gen, requires_grad=True)
+    got = DSAF.weight_maps(image_w, boxes, target_w, h, w)
+    want = _reference_weight_maps(image_w, boxes, target_w, h, w)
+    assert torch.equal(got, want)
+    weights = torch.randn(got.shape, generator=gen)
+    leaves = [image_w, *(t for t in target_w if len(t))]
+    g_got = torch.autograd.grad((got * weights).sum(), leaves)
+    g_want = torch.autograd.grad((want * weights).sum(), leaves)
+    for a, b in zip(g_got, g_want):
+        torch.testing.assert_close(a, b)
+    probs = torch.softmax(torch.randn(2, 5, h, w, generator=gen), 1)
+    _, amb = DSAF().target_features(probs, boxes)
+    for i, bx in enumerate(boxes):
+        torch.testing.assert_close(amb[i], _reference_ambiguity(probs, bx, i), atol=1e-5, rtol=1e-5)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from damcseg_core.data.classes import DETECTION_TRAIN_IDS
 from damcseg_core.models.backbone import SharedBackbone
@@ -289,3 +290,111 @@ def test_mcn_learns_a_cross_modal_mapping():
     rgb, target = batch()
     end = torch.nn.functional.mse_loss(mcn.predict({"rgb": rgb}, "thermal"), target).item()
     assert end < 0.25 * start
+
+
+# ------------------------------------------------ vectorised ROI code == the per-box reference
+def _random_boxes(gen, n_images, h, w, max_n=6, integer=False):
+    out = []
+    for _ in range(n_images):
+        n = int(torch.randint(0, max_n + 1, (1,), generator=gen))
+        xy = torch.rand(n, 2, generator=gen) * torch.tensor([w + 4.0, h + 4.0]) - 2
+        wh = torch.rand(n, 2, generator=gen) * 12 + 0.3
+        if integer:
+            xy, wh = xy.round(), wh.round()
+        out.append(torch.cat([xy, xy + wh], 1))
+    return out
+
+
+def _reference_paste(roi_logits, boxes, batch, height, width):
+    """The per-ROI loop paste_rois replaced (bilinear resize of each ROI into its region)."""
+    from damcseg_core.models.segmentation_head import box_regions
+
+    total = roi_logits.new_zeros(batch, roi_logits.shape[1], height, width)
+    count = roi_logits.new_zeros(batch, 1, height, width)
+    i = 0
+    for b, img_boxes in enumerate(boxes):
+        for box in img_boxes:
+            region = box_regions(box, height, width)
+            if region is not None:
+                y0, y1, x0, x1 = region
+                total[b : b + 1, :, y0:y1, x0:x1] += F.interpolate(
+                    roi_logits[i : i + 1], size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False
+                )
+                count[b : b + 1, :, y0:y1, x0:x1] += 1
+            i += 1
+    return total / count.clamp(min=1), (count > 0).float()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_paste_rois_equals_the_per_roi_resize_values_and_gradients(seed):
+    gen = torch.Generator().manual_seed(seed)
+    boxes = _random_boxes(gen, 3, 17, 29)
+    n = sum(len(b) for b in boxes)
+    roi = torch.randn(n, 5, 6, 6, generator=gen, requires_grad=True)
+    got, cov = paste_rois(roi, boxes, 3, 17, 29)
+    want, want_cov = _reference_paste(roi, boxes, 3, 17, 29)
+    assert torch.equal(cov, want_cov)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    if n:
+        weights = torch.randn(got.shape, generator=gen)
+        (g_got,) = torch.autograd.grad((got * weights).sum(), roi)
+        (g_want,) = torch.autograd.grad((want * weights).sum(), roi)
+        torch.testing.assert_close(g_got, g_want, atol=1e-4, rtol=1e-4)
+
+
+def _reference_depth_prior(path, global_logits, boxes, scores, class_ids, depth, depth_valid):
+    """The far-to-near per-box loop DepthPriorPath.forward replaced."""
+    from damcseg_core.models.segmentation_head import box_regions
+
+    b_, k, h, w = global_logits.shape
+    boost, coverage = torch.zeros(b_, k, h, w), torch.zeros(b_, 1, h, w)
+    for b in range(b_):
+        if len(boxes[b]) == 0:
+            continue
+        d_img = None if depth is None else depth[b]
+        ref = boxes[b][:, 3].clamp(min=1.0).reciprocal() * h
+        if d_img is not None:
+            for i, box in enumerate(boxes[b]):
+                y0, y1, x0, x1 = box_regions(box, h, w) or (0, 0, 0, 0)
+                d = d_img[0, y0:y1, x0:x1][depth_valid[b][0, y0:y1, x0:x1] > 0]
+                if d.numel():
+                    ref[i] = d.median()
+        best, weight = torch.full((h, w), -1.0), torch.zeros(h, w)
+        owner = torch.zeros(h, w, dtype=torch.long)
+        for i in torch.argsort(ref, descending=True).tolist():
+            region = box_regions(boxes[b][i], h, w)
+            if region is None:
+                continue
+            y0, y1, x0, x1 = region
+            match = torch.ones(y1 - y0, x1 - x0)
+            if d_img is not None:
+                sigma = path.tolerance * ref[i].clamp(min=1e-3)
+                match = torch.exp(-0.5 * ((d_img[0, y0:y1, x0:x1] - ref[i]) / sigma) ** 2)
+                match = torch.where(depth_valid[b][0, y0:y1, x0:x1] > 0, match, torch.ones_like(match))
+            take = match >= best[y0:y1, x0:x1]
+            best[y0:y1, x0:x1] = torch.where(take, match, best[y0:y1, x0:x1])
+            weight[y0:y1, x0:x1] = torch.where(take, match * float(scores[b][i]), weight[y0:y1, x0:x1])
+            owner[y0:y1, x0:x1] = torch.where(take, class_ids[b][i], owner[y0:y1, x0:x1])
+            coverage[b, 0, y0:y1, x0:x1] = 1.0
+        boost[b].scatter_(0, owner.unsqueeze(0), weight.unsqueeze(0))
+    return global_logits + path.log_strength.exp() * boost, coverage
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("with_depth", [True, False])
+def test_depth_prior_equals_the_far_to_near_loop(seed, with_depth):
+    gen = torch.Generator().manual_seed(seed)
+    h, w, k = 13, 21, 7
+    boxes = _random_boxes(gen, 2, h, w)
+    scores = [torch.rand(len(b), generator=gen) for b in boxes]
+    labels = [torch.randint(0, k, (len(b),), generator=gen) for b in boxes]
+    logits = torch.randn(2, k, h, w, generator=gen)
+    depth = valid = None
+    if with_depth:  # whole metres: equal depths make ties in the medians and the matches
+        valid = (torch.rand(2, 1, h, w, generator=gen) > 0.3).float()
+        depth = (torch.rand(2, 1, h, w, generator=gen) * 30).round() * valid
+    path = DepthPriorPath(strength=2.0, depth_tolerance=0.15)
+    got, cov = path(logits, boxes, scores, labels, depth, valid)
+    want, want_cov = _reference_depth_prior(path, logits, boxes, scores, labels, depth, valid)
+    assert torch.equal(cov, want_cov)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
