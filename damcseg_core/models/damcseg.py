@@ -359,10 +359,6 @@ class DAMCSeg(nn.Module):
             parts.append(normalized[m] if m in normalized else like.new_zeros(b, c, h, w))
         return torch.cat(parts, dim=1)
 
-    def _guide_image(self, inputs: dict[str, torch.Tensor], used: tuple[str, ...]) -> torch.Tensor:
-        """``[B, 3, H, W]`` in [0, 1] for scene complexity and the CRF (see :func:`guide_image`)."""
-        return guide_image(self, inputs, used)
-
     # ------------------------------------------------------------------ forward
     def forward(
         self,
@@ -409,6 +405,26 @@ class DAMCSeg(nn.Module):
             modality_weights=feats.modality_weights,
         )
 
+    @staticmethod
+    def _refine_inputs(
+        feats: LMMFFeatures, inputs: dict[str, torch.Tensor], used: tuple[str, ...]
+    ) -> dict[str, torch.Tensor]:
+        """``inputs`` as the refinement stage may see them: a sensor dropped for a sample is zeros.
+
+        With per-sample modality dropout a modality is in ``used`` when any sample keeps it; the
+        samples that drop it must not hand its real image to the CRF guide, scene complexity or
+        the depth prior (zero depth is "no return"; :func:`guide_image` falls back per sample).
+        """
+        mask = feats.completed_mask
+        if mask is None or not bool(mask.any()):
+            return inputs
+        out = dict(inputs)
+        for j, m in enumerate(MODALITIES):
+            if m in used and bool(mask[:, j].any()):
+                keep = (~mask[:, j]).to(inputs[m].dtype).view(-1, 1, 1, 1)
+                out[m] = inputs[m] * keep
+        return out
+
     def _run_local(
         self, image: torch.Tensor, p3: torch.Tensor, boxes: list[torch.Tensor], gates: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -433,7 +449,15 @@ class DAMCSeg(nn.Module):
         _, h, w = check_inputs(inputs)
         used = tuple(m for m in feats.present if m in feats.normalized)
         dense = self.forward_dense(feats, inputs)
-        r = refine(self, dense, inputs, used, self._run_local, roi_boxes, roi_labels)
+        r = refine(
+            self,
+            dense,
+            self._refine_inputs(feats, inputs, used),
+            used,
+            self._run_local,
+            roi_boxes,
+            roi_labels,
+        )
         if not self.training:
             return r.to_output(feats.modality_weights, feats.present, feats.completed)
         completion = {
@@ -530,13 +554,33 @@ class RefineResult:
 
 
 def guide_image(parts: RefineParts, inputs: dict[str, torch.Tensor], used: tuple[str, ...]) -> torch.Tensor:
-    """``[B, 3, H, W]`` in [0, 1] for scene complexity and the CRF: rgb, else thermal, else depth."""
-    if "rgb" in used:
-        return inputs["rgb"].clamp(0, 1)
-    if "thermal" in used:
-        return inputs["thermal"].clamp(0, 1).expand(-1, 3, -1, -1)
-    clean, _ = parts.normalizer.depth_metres(inputs["depth"])
-    return (clean / parts.config.normalization.max_depth).expand(-1, 3, -1, -1)
+    """``[B, 3, H, W]`` in [0, 1] for scene complexity and the CRF: rgb, else thermal, else depth.
+
+    The choice is per sample: a sample whose image of the preferred sensor is all zeros (dropped
+    for it, see :meth:`DAMCSeg._refine_inputs`) takes the next sensor it has.
+    """
+    candidates = []
+    for m in ("rgb", "thermal", "depth"):
+        if m not in used:
+            continue
+        if m == "rgb":
+            img = inputs["rgb"].clamp(0, 1)
+        elif m == "thermal":
+            img = inputs["thermal"].clamp(0, 1).expand(-1, 3, -1, -1)
+        else:
+            clean, _ = parts.normalizer.depth_metres(inputs["depth"])
+            img = (clean / parts.config.normalization.max_depth).expand(-1, 3, -1, -1)
+        candidates.append((img, inputs[m].flatten(1).abs().amax(1) > 0))
+    guide, _ = candidates[0]
+    if len(candidates) == 1:
+        return guide
+    chosen = candidates[0][1]
+    for img, has in candidates[1:]:
+        take = has & ~chosen
+        if bool(take.any()):
+            guide = torch.where(take.view(-1, 1, 1, 1), img, guide)
+        chosen = chosen | has
+    return guide
 
 
 def refine(

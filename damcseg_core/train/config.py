@@ -175,7 +175,10 @@ class TrainConfig:
     ckpt_every: int = 100  # steps between last.pt checkpoints (always also at the end)
     seed: int = 0  # seeds model init, data order, augmentation and modality dropout
     device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun, cuda means cuda:LOCAL_RANK)
-    amp: bool = True  # mixed precision (bfloat16 autocast); only ever used on CUDA
+    amp: bool = True  # mixed precision (bfloat16 autocast) on CUDA
+    # bfloat16 autocast on the CPU: off | auto (only where the CPU has AMX or AVX512-BF16, see
+    # damcseg_core.train.hardware) | on. Measure before turning it on: see benchmarks/profile_train.py.
+    cpu_amp: str = "off"
     num_workers: int = 0  # DataLoader worker processes
     threads: int = 0  # torch.set_num_threads for this process (0 = leave as is)
     out_dir: str = "runs/edge_synthetic"  # where logs, config.yaml and checkpoints go
@@ -186,6 +189,8 @@ class TrainConfig:
         """Cross-field checks; raises :class:`ConfigError` naming the fix."""
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.cpu_amp not in ("off", "auto", "on"):
+            raise ConfigError(f"cpu_amp must be 'off', 'auto' or 'on', got {self.cpu_amp!r}")
         if self.epochs is None and self.total_steps < 1:
             raise ConfigError(f"total_steps must be >= 1 (or set epochs), got {self.total_steps}")
         if not self.stages:

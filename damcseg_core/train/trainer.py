@@ -41,9 +41,11 @@ from damcseg_core.data.targets import valid_objects
 from damcseg_core.eval.detection_metrics import DetectionMAP
 from damcseg_core.eval.segmentation_metrics import SegmentationIoU
 from damcseg_core.losses.dsjl import DSJLoss
-from damcseg_core.train.augment import Augmenter, generator_for, sample_modality_subset, seed_for
+from damcseg_core.train.augment import Augmenter, generator_for, seed_for
 from damcseg_core.train.config import DETECTION_ONLY_PREFIXES, TrainConfig
 from damcseg_core.train.distributed import DistInfo, all_gather_floats, barrier, cleanup, init_distributed
+from damcseg_core.train.hardware import machine_record
+from damcseg_core.train.modality_dropout import sample_keep_mask
 from damcseg_core.train.schedule import StageSchedule, build_optimizer
 
 __all__ = ["StepBatchSampler", "Trainer", "param_checksum"]
@@ -126,18 +128,19 @@ class _LossStep(torch.nn.Module):
     ``total``, so each reachable parameter receives a gradient.
     """
 
-    def __init__(self, model: torch.nn.Module, loss: DSJLoss, amp: bool) -> None:
+    def __init__(self, model: torch.nn.Module, loss: DSJLoss, amp: bool, device_type: str = "cuda") -> None:
         super().__init__()
         self.model = model
         self.loss = loss
         self.amp = amp
+        self.device_type = device_type
 
     def forward(
         self, inputs: dict[str, torch.Tensor], batch: dict[str, Any], **kwargs: Any
     ) -> dict[str, torch.Tensor]:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+        with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.amp):
             out = self.model(inputs, **kwargs)
-        with torch.autocast("cuda", enabled=False):
+        with torch.autocast(self.device_type, enabled=False):
             return self.loss(out, batch)  # float32 losses (DSJLoss casts the logits)
 
 
@@ -210,7 +213,14 @@ class Trainer:
             cfg.optim.min_lr_ratio,
         )
         self.loss = DSJLoss(cfg.loss)
-        self.use_amp = cfg.amp and self.dist.device.type == "cuda"
+        self.machine = machine_record(self.dist.device)
+        if self.dist.device.type == "cuda":
+            self.use_amp = cfg.amp
+        else:  # CPU bf16 autocast only where the CPU has bf16 instructions (and it was asked for)
+            self.use_amp = cfg.cpu_amp == "on" or (
+                cfg.cpu_amp == "auto" and bool(self.machine["bf16"]["fast"])
+            )
+        self.machine["bf16_autocast"] = self.use_amp
         self.out_dir = Path(cfg.out_dir)
         self.step = 0
         self.best_metric: float | None = None
@@ -306,10 +316,10 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
-            step_module = _LossStep(self.model, self.loss, self.use_amp)
+            step_module = _LossStep(self.model, self.loss, self.use_amp, self.dist.device.type)
             self._ddp = DistributedDataParallel(step_module, device_ids=ids, find_unused_parameters=True)
         else:
-            self._ddp = _LossStep(self.model, self.loss, self.use_amp)
+            self._ddp = _LossStep(self.model, self.loss, self.use_amp, self.dist.device.type)
 
     def _log(self, step: int, row: dict[str, float], name: str = "metrics") -> None:
         """Append ``row`` to ``out_dir/<name>.csv`` (header from the first row) and TensorBoard."""
@@ -366,7 +376,7 @@ class Trainer:
                 if self.cfg.data.val_max_batches and i >= self.cfg.data.val_max_batches:
                     break
                 inputs = {m: batch[m].to(self.dist.device) for m in MODALITIES if m in batch}
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_amp):
+                with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
                     out = self.model(inputs)
                 seg.update(out.seg_logits.argmax(1).cpu().numpy(), batch["semantic"].numpy())
                 for j in range(len(out.boxes)):
@@ -397,14 +407,19 @@ class Trainer:
         """One optimizer step on a collated batch; returns the losses as floats."""
         cfg = self.cfg
         step = self.step
-        stage = self.schedule.stage_at(step)
+        span = self.schedule.span_at(step)
+        stage = span.stage
         batch = _to_device(batch, self.dist.device)
         present = tuple(m for m in MODALITIES if m in batch)
-        p = cfg.augment.modality_dropout if stage.modality_dropout else 0.0
-        keep = sample_modality_subset(generator_for(cfg.seed, step, _DROPOUT_STREAM), present, p)
-        drop = set(present) - set(keep)
         inputs = {m: batch[m] for m in present}
-        kwargs: dict[str, Any] = {"drop": drop}
+        # Each sample draws its own kept subset (the rank is in the stream, so DDP ranks differ);
+        # the mask is [B, 3] in MODALITIES order (see damcseg_core.train.modality_dropout).
+        batch_size = next(iter(inputs.values())).shape[0]
+        keep = sample_keep_mask(
+            generator_for(cfg.seed, step, _DROPOUT_STREAM, self.dist.rank), batch_size, present, cfg.augment,
+            step_in_stage=step - span.start, p=None if stage.modality_dropout else 0.0,
+        )  # fmt: skip
+        kwargs: dict[str, Any] = {"drop": keep.to(self.dist.device)}
         if cfg.roi_from_gt:
             # Teacher forcing with the objects the detector is asked to find: at inference the
             # local and depth-prior paths only ever see boxes of valid objects.
@@ -437,7 +452,7 @@ class Trainer:
         self.optimizer.step()
         row = {f"loss_{k}": float(v.detach()) for k, v in losses.items()}
         row["grad_norm"] = grad_norm
-        row["kept_modalities"] = float(len(keep))
+        row["kept_modalities"] = float(keep.sum(1).float().mean())
         return row
 
     def _backward(self, losses: dict[str, torch.Tensor]) -> None:
@@ -496,18 +511,27 @@ class Trainer:
 
             bar = tqdm(total=self.total_steps, initial=self.step, desc="train", dynamic_ncols=True)
         last_val: dict[str, float] = {}
+        if self.dist.is_main:
+            machine = ", ".join(f"{k}={v}" for k, v in self.machine.items() if k != "bf16")
+            print(f"[damcseg-train] machine: {machine}", flush=True)
         t0 = time.perf_counter()
         step_times: list[float] = []
+        data_times: list[float] = []
+        t_ready = time.perf_counter()
         for batch in loader:
             self._enter_stage(self.step)
             ts = time.perf_counter()
+            data_times.append(ts - t_ready)  # waiting for the loader: generation, augmentation, collate
             row = self.train_step(batch)
             step_times.append(time.perf_counter() - ts)
             self.step += 1
             if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                 lrs = {f"lr_{pg['name']}": pg["lr"] for pg in self.optimizer.param_groups}
+                k = cfg.log_every
+                sec, data = float(np.mean(step_times[-k:])), float(np.mean(data_times[-k:]))
                 self._log(self.step, {"step": self.step, "stage": float(self._stage_index), **lrs, **row,
-                                      "sec_per_step": float(np.mean(step_times[-cfg.log_every:]))})  # fmt: skip
+                                      "sec_per_step": sec, "data_sec_per_step": data,
+                                      "steps_per_s": 1.0 / max(sec + data, 1e-9)})  # fmt: skip
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(stage=self._stage_name, loss=f"{row['loss_total']:.3f}")
@@ -529,6 +553,7 @@ class Trainer:
                 self._save("last.pt")
             if stopping:
                 break
+            t_ready = time.perf_counter()
         if bar is not None:
             bar.close()
         checksums = all_gather_floats(self.dist, param_checksum(self.model))
@@ -538,6 +563,9 @@ class Trainer:
             "best_metric": self.best_metric,
             "last_val": last_val,
             "mean_sec_per_step": float(np.mean(step_times)) if step_times else None,
+            "mean_data_sec_per_step": float(np.mean(data_times)) if data_times else None,
+            "steps_per_s": (len(step_times) / (sum(step_times) + sum(data_times))) if step_times else None,
+            "machine": self.machine,
             "wall_s": time.perf_counter() - t0,
             "world_size": self.dist.world_size,
             "rank_param_checksums": checksums,
