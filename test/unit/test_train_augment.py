@@ -175,3 +175,75 @@ def test_real_synthetic_frames_stay_consistent_under_full_augmentation(seed):
     assert s["boxes"].tolist() == _tight_boxes(s)
     assert len(s["labels"]) == len(s["occlusion"]) == len(s["areas"]) == s["boxes"].shape[0]
     assert int(s["instance"].max()) == s["boxes"].shape[0]
+
+
+# ------------------------------------------- window-only resize == whole-frame resize + crop
+def _reference_resize_crop(sample, scale, out_size, offset):
+    """resize_crop as it was before it computed only the window (whole frame, then crop)."""
+    import torch.nn.functional as F
+
+    h, w = sample["semantic"].shape[-2:]
+    sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+    oh, ow = out_size
+    oy, ox = offset
+    sy0, sx0 = max(0, oy), max(0, ox)
+    sy1, sx1 = min(sh, oy + oh), min(sw, ox + ow)
+    for key in ("rgb", "depth", "thermal", "semantic", "instance"):
+        x = sample[key]
+        label = key in ("semantic", "instance")
+        x4 = x[None, None].float() if label else x[None].float()
+        mode = "nearest" if label or key == "depth" else "bilinear"
+        kwargs = {} if mode == "nearest" else {"align_corners": False, "antialias": scale < 1}
+        r = F.interpolate(x4, size=(sh, sw), mode=mode, **kwargs)[0]
+        out = torch.full((r.shape[0], oh, ow), float(255 if key == "semantic" else 0))
+        if sy1 > sy0 and sx1 > sx0:
+            out[:, sy0 - oy : sy1 - oy, sx0 - ox : sx1 - ox] = r[:, sy0:sy1, sx0:sx1]
+        sample[key] = out[0].to(x.dtype) if label else out.to(x.dtype)
+    b = sample["boxes"] * torch.tensor([sw / w, sh / h, sw / w, sh / h]) - torch.tensor([ox, oy, ox, oy])
+    b[:, 0::2] = b[:, 0::2].clamp(0, ow)
+    b[:, 1::2] = b[:, 1::2].clamp(0, oh)
+    sample["boxes"] = b
+    return sample
+
+
+@pytest.fixture(scope="module")
+def synthetic_frames():
+    from damcseg_core.data.synthetic import SyntheticDataset
+
+    ds = SyntheticDataset(3, seed=11, size=(96, 192))
+    return [ds[i] for i in range(3)]
+
+
+@pytest.mark.parametrize(
+    ("scale", "offset"),
+    [(1.0, (0, 0)), (1.37, (13, 40)), (2.0, (70, 150)), (1.91, (-5, -9)), (3.3, (200, 390)), (0.61, (-4, 3)),
+     (0.5, (0, 0)), (1.2, (100, 200))],
+)  # fmt: skip
+def test_window_resize_equals_whole_frame_resize(synthetic_frames, scale, offset):
+    for frame in synthetic_frames:
+        got = resize_crop(dict(frame), scale, (48, 96), offset)
+        ref = _reference_resize_crop(dict(frame), scale, (48, 96), offset)
+        for key in ("semantic", "instance", "depth", "boxes"):
+            assert torch.equal(got[key], ref[key]), key  # nearest keys and boxes: exactly
+        for key in ("rgb", "thermal"):
+            if scale < 1:
+                assert torch.equal(got[key], ref[key]), key  # antialiased shrink: still the whole frame
+            else:
+                torch.testing.assert_close(got[key], ref[key], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_augmenter_equals_whole_frame_reference(synthetic_frames, seed, monkeypatch):
+    import damcseg_core.train.augment as aug_mod
+
+    cfg = AugmentConfig(scale_min=1.0, scale_max=4.0)
+    aug = Augmenter(cfg, (48, 96), train=True)
+    frame = synthetic_frames[seed % 3]
+    got = aug(frame, generator_for(5, seed))
+    with monkeypatch.context() as m:
+        m.setattr(aug_mod, "resize_crop", _reference_resize_crop)
+        ref = aug(frame, generator_for(5, seed))
+    for key in ("semantic", "instance", "boxes", "labels", "occlusion", "areas", "depth"):
+        assert torch.equal(got[key], ref[key]), key
+    for key in ("rgb", "thermal"):
+        torch.testing.assert_close(got[key], ref[key], rtol=0, atol=1e-4)
