@@ -44,7 +44,9 @@ DETECTION_ONLY_PREFIXES: tuple[str, ...] = ("backbone.det_blocks", "det_head")
 class DataConfig:
     """Where the training and validation frames come from."""
 
-    train: str = "synthetic:frames=200,size=256x512,seed=1"  # dataset spec (damcseg_core.data.registry)
+    # Dataset spec (damcseg_core.data.registry); several specs joined by " ; " are concatenated,
+    # e.g. ideal and realistic sensor models in one training set.
+    train: str = "synthetic:frames=200,size=256x512,seed=1"
     val: str | None = "synthetic:frames=16,size=256x512,seed=1001"  # val spec; None skips validation
     val_max_batches: int = 0  # validate on at most this many batches (0 = the whole val set)
 

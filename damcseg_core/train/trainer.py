@@ -26,13 +26,14 @@ import csv
 import json
 import math
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from damcseg_core import MODALITIES
 from damcseg_core.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
@@ -144,6 +145,37 @@ class _LossStep(torch.nn.Module):
             return self.loss(out, batch)  # float32 losses (DSJLoss casts the logits)
 
 
+def build_train_set(spec: str) -> Dataset:
+    """The dataset of ``spec``; specs joined by ``;`` give their concatenation (in that order)."""
+    from damcseg_core.data.registry import build_dataset
+
+    parts = [p.strip() for p in spec.split(";") if p.strip()]
+    if not parts:
+        raise ConfigError(f"data.train is empty ({spec!r}); give a dataset spec, e.g. synthetic:frames=200")
+    if len(parts) == 1:
+        return build_dataset(parts[0])
+    return ConcatDataset([build_dataset(p) for p in parts])
+
+
+def check_aspp_rates(model_cfg: Any, crop: tuple[int, int]) -> None:
+    """Warn when an ASPP rate only sees padding at the training crop size (issue #17).
+
+    On an ``n``-row stride-32 map, a 3x3 tap at rate ``r`` lands inside the map in a direction
+    for every output row only if ``r <= n // 2``; larger rates train on zeros and switch on,
+    untrained, at a larger inference size.
+    """
+    rates = tuple(model_cfg.segmentation.aspp_rates)
+    limit = max(1, min(crop[0] // 32, crop[1] // 32) // 2)
+    too_big = [r for r in rates if r > limit]
+    if too_big:
+        warnings.warn(
+            f"segmentation.aspp_rates {too_big} exceed {limit}: at the {crop[0]}x{crop[1]} training crop "
+            f"the stride-32 map is {crop[0] // 32}x{crop[1] // 32}, so these taps see only padding in "
+            f"training; use rates <= {limit} or crops of at least {64 * max(too_big)} px per side",
+            stacklevel=2,
+        )
+
+
 def param_checksum(model: torch.nn.Module) -> float:
     """Sum of all parameters in float64: a cheap fingerprint to compare DDP ranks."""
     with torch.no_grad():
@@ -190,11 +222,18 @@ class Trainer:
         self.model = build_model(cfg.model, **cfg.model_overrides).to(self.dist.device)
         size = tuple(cfg.augment.size) if cfg.augment.size else tuple(self.model.config.input_size)
         self.size = size
-        base_train = train_set if train_set is not None else build_dataset(cfg.data.train)
+        check_aspp_rates(self.model.config, size)
+        base_train = train_set if train_set is not None else build_train_set(cfg.data.train)
         self.train_set = _Augmented(base_train, Augmenter(cfg.augment, size, train=True), cfg.seed)
         base_val = val_set if val_set is not None else (build_dataset(cfg.data.val) if cfg.data.val else None)
         self.val_set = (
-            _Augmented(base_val, Augmenter(cfg.augment, size, train=False), cfg.seed) if base_val else None
+            # Validation at the model's inference size, not the training crop: the choice of best.pt
+            # must see what users run (e.g. ASPP rates and ROI sizes at full resolution).
+            _Augmented(
+                base_val, Augmenter(cfg.augment, tuple(self.model.config.input_size), train=False), cfg.seed
+            )
+            if base_val
+            else None
         )
 
         global_batch = cfg.batch_size * self.dist.world_size

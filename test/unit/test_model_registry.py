@@ -62,7 +62,7 @@ def test_config_round_trip_rebuilds_same_model(name):
     ("name", "low", "high"),
     [
         ("damcseg_tiny", 0.2e6, 1.5e6),
-        ("damcseg_edge", 3e6, 12e6),
+        ("damcseg_edge", 2e6, 12e6),
         ("damcseg_paper", 42.3e6 * 0.9, 42.3e6 * 1.1),  # paper Table I: 42.3M
     ],
 )

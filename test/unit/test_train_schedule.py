@@ -192,3 +192,42 @@ def test_optimizer_is_fused_adamw_with_the_reference_update(tiny):
     for p, q in zip(params, ref_params):
         torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6)
     assert all(not torch.equal(p.detach(), p0) for p, p0 in zip(params, start))  # the step moved them
+
+
+@pytest.mark.parametrize(
+    ("rates", "crop", "warns"),
+    [((1, 2), (128, 256), False), ((1, 6, 12, 18), (128, 256), True), ((1, 6), (512, 1024), False)],
+)
+def test_aspp_rates_that_see_only_padding_at_the_crop_warn(rates, crop, warns):
+    import warnings
+
+    from damcseg_core.models import get_config
+    from damcseg_core.train.trainer import check_aspp_rates
+
+    cfg = get_config("damcseg_edge", segmentation={"aspp_rates": rates})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_aspp_rates(cfg, crop)
+    messages = [str(w.message) for w in caught]
+    assert bool(messages) == warns
+    if warns:
+        assert "[6, 12, 18] exceed 2" in messages[0] and "4x8" in messages[0]
+
+
+def test_shipped_edge_rates_fit_the_shipped_training_crop():
+    from damcseg_core.models import get_config
+
+    cfg = load_yaml(TrainConfig, Path("config/train/edge_v2.yaml"))
+    h, w = cfg.augment.size
+    assert max(get_config(cfg.model, **cfg.model_overrides).segmentation.aspp_rates) <= min(h, w) // 32 // 2
+
+
+def test_train_specs_joined_by_semicolons_are_concatenated():
+    from damcseg_core.train.trainer import build_train_set
+
+    ds = build_train_set("synthetic:frames=2,size=64x128,seed=1 ; synthetic:frames=3,size=64x128,seed=2")
+    assert len(ds) == 5
+    second = build_train_set("synthetic:frames=3,size=64x128,seed=2")
+    assert torch.equal(ds[2]["rgb"], second[0]["rgb"])
+    with pytest.raises(ConfigError, match=r"data\.train is empty"):
+        build_train_set(" ; ")
