@@ -172,7 +172,9 @@ def condition_tables(table: dict[str, Any]) -> list[Table]:
                 text = _with_interval(d[f"{metric}_diff"], d[f"{metric}_diff_interval"], signed=True)
                 line.append(f"{text} *" if d[f"{metric}_outside_noise"] else text)
                 if metric == "miou" and "recovery" in d:
-                    line.append("–" if _undefined(d["recovery"]) else f"{100 * d['recovery']:.0f}%")
+                    line.append(
+                        "–" if _undefined(d["recovery"]) else f"{round(100 * d['recovery'])}%"
+                    )  # no "-0%"
             body.append(line)
         out.append(
             (

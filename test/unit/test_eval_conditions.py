@@ -434,8 +434,13 @@ def test_report_marks_a_difference_outside_the_noise():
     assert header[:3] == ["condition", "thermal: completed - zero-filled", "thermal: gap recovered"]
     assert rows[-1][0] == "all" and rows[-1][1].endswith(" *")
     assert "excludes 0" in note
+    full = out["cells"]["all"]["full"]["miou"]
+    a, b = out["cells"]["all"]["missing:thermal"]["miou"], out["cells"]["all"]["zero-fill:thermal"]["miou"]
+    assert rows[-1][2] == f"{round(100 * (a - b) / (full - b))}%"
     identical = condition_tables(_paired_table(identical=True).compute(resamples=300))[1][3]
     assert identical[-1][1] == "+0.0 [+0.0, +0.0]"  # no star: zero is inside a zero-width interval
+    out["comparisons"][0]["cells"]["all"]["recovery"] = -0.004
+    assert condition_tables(out)[1][3][-1][2] == "0%"  # not "-0%"
 
 
 def test_completion_disabled_needs_a_torch_model_and_restores_on_error(predictor):
