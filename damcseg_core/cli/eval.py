@@ -4,8 +4,8 @@ Example:
     damcseg-eval --checkpoint runs/a/best.pt --data cityscapes:/data/cityscapes,split=val \\
         --protocol full --protocol missing:depth --out eval/a
     damcseg-eval --model damcseg_tiny --data synthetic:frames=20 --protocol suite --out /tmp/e --limit 5
-    damcseg-eval --checkpoint damcseg_core/weights/damcseg_edge.pt \
-        --data synthetic:frames=48,size=256x512,seed=2024 --protocol completion --bootstrap 500 \
+    damcseg-eval --checkpoint damcseg_core/weights/damcseg_edge.pt \\
+        --data synthetic:frames=48,size=256x512,seed=2024 --protocol completion --bootstrap 500 \\
         --out runs/eval_conditions
 
 Writes ``metrics.json``, a self-contained ``report.html`` and ``report.md`` into ``--out``.
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="damcseg-eval",
         description=__doc__.split("\n\n")[0],
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),  # the examples and what is written
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)
