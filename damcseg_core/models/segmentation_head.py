@@ -138,19 +138,18 @@ def box_region_masks(boxes: torch.Tensor, height: int, width: int) -> tuple[torc
     return torch.stack([y0, y1, x0, x1], 1), in_y[:, :, None] & in_x[:, None, :]
 
 
-_PASTE_CHUNK = 1 << 24  # elements of one [n, K, H, W] block of pasted ROIs (64 MB in float32)
-
-
 def paste_rois(
     roi_logits: torch.Tensor, boxes: list[torch.Tensor], batch: int, height: int, width: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Resize each ROI's logits to its box and paste into the image, averaging overlaps.
 
-    Equal to bilinearly resizing each ROI to its integer region (:func:`box_regions`,
-    ``F.interpolate(align_corners=False)``) and adding it in, but done for all ROIs at once
-    with ``grid_sample`` (border padding reproduces interpolate's edge clamping). A per-ROI
-    in-place paste made autograd copy the whole canvas once per ROI in the backward pass: with
-    ~190 ground-truth ROIs per training batch that was most of the backward time (#17 profile).
+    Each ROI is bilinearly resized to its integer region (:func:`box_regions`,
+    ``F.interpolate(align_corners=False)``); all regions are then added into the canvas with one
+    ``index_add`` over their flattened pixel indices. Two things keep the backward pass linear
+    in the pasted pixels (issue #17 profile, ~190 ground-truth ROIs per training batch): the ROIs
+    are taken with one ``split`` (a slice per ROI makes autograd allocate a zero gradient of the
+    whole ROI batch for every ROI), and nothing is pasted in place (an in-place paste per ROI
+    makes autograd copy the whole canvas per ROI).
 
     Args:
         roi_logits: ``[N_total, K, h, w]`` for all boxes of all images, in image order.
@@ -160,39 +159,31 @@ def paste_rois(
         ``logits [B, K, H, W]`` (0 outside every box) and ``coverage [B, 1, H, W]`` in {0, 1}.
     """
     k = roi_logits.shape[1]
-    # Coordinates and sums in float32 whatever the logits' dtype (bf16 cannot hold pixel
-    # positions exactly); the result comes back in the logits' dtype.
-    total = roi_logits.new_zeros(batch, k, height, width, dtype=torch.float32)
-    count = roi_logits.new_zeros(batch, 1, height, width, dtype=torch.float32)
-    if roi_logits.shape[0] == 0:
-        return total.to(roi_logits.dtype), count.to(roi_logits.dtype)
-    all_boxes = torch.cat([b.reshape(-1, 4) for b in boxes]).to(roi_logits.device)
-    image = torch.cat(
-        [torch.full((len(b.reshape(-1, 4)),), i, dtype=torch.long) for i, b in enumerate(boxes)]
-    )
-    image = image.to(roi_logits.device)
-    regions, masks = box_region_masks(all_boxes, height, width)
-    y0, y1, x0, x1 = (regions[:, j].float() for j in range(4))
-    ys = torch.arange(height, device=roi_logits.device, dtype=torch.float32)
-    xs = torch.arange(width, device=roi_logits.device, dtype=torch.float32)
-    # Normalised sampling position of each canvas pixel centre inside its box's region.
-    gx = 2 * (xs[None] - x0[:, None] + 0.5) / (x1 - x0).clamp(min=1)[:, None] - 1  # [N, W]
-    gy = 2 * (ys[None] - y0[:, None] + 0.5) / (y1 - y0).clamp(min=1)[:, None] - 1  # [N, H]
-    n = roi_logits.shape[0]
-    step = max(1, _PASTE_CHUNK // max(1, k * height * width))
-    for s in range(0, n, step):
-        e = min(n, s + step)
-        grid = torch.stack(
-            [gx[s:e, None, :].expand(-1, height, -1), gy[s:e, :, None].expand(-1, -1, width)], dim=-1
-        )
-        patch = F.grid_sample(
-            roi_logits[s:e].float(), grid, mode="bilinear", padding_mode="border", align_corners=False
-        )
-        m = masks[s:e, None].float()
-        total = total.index_add(0, image[s:e], patch * m)
-        count = count.index_add(0, image[s:e], m)
-    coverage = (count > 0).to(roi_logits.dtype)
-    return (total / count.clamp(min=1)).to(roi_logits.dtype), coverage
+    device = roi_logits.device
+    values, index = [], []
+    rois = roi_logits.split(1) if roi_logits.shape[0] else ()
+    i = 0
+    for b, img_boxes in enumerate(boxes):
+        for box in img_boxes.reshape(-1, 4):
+            region = box_regions(box, height, width)
+            if region is not None:
+                y0, y1, x0, x1 = region
+                patch = F.interpolate(rois[i], size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)
+                values.append(patch[0].flatten(1).t())  # [pixels, K]
+                rows = torch.arange(y0, y1, device=device)[:, None] * width + torch.arange(
+                    x0, x1, device=device
+                )
+                index.append(rows.flatten() + b * height * width)
+            i += 1
+    total = roi_logits.new_zeros(batch * height * width, k)
+    count = roi_logits.new_zeros(batch * height * width)
+    if values:
+        flat = torch.cat(index)
+        total = total.index_add(0, flat, torch.cat(values))
+        count = count.index_add(0, flat, torch.ones(len(flat), device=device, dtype=count.dtype))
+    total = total.view(batch, height, width, k).permute(0, 3, 1, 2)
+    count = count.view(batch, 1, height, width)
+    return (total / count.clamp(min=1)).contiguous(), (count > 0).to(roi_logits.dtype)
 
 
 class LocalPath(nn.Module):
