@@ -28,7 +28,8 @@ medians and the ratio, not the absolute times.
 * ``cache+bf16`` (``--bf16``): as ``cache`` with the forward under
   ``torch.autocast("cpu", dtype=torch.bfloat16)`` (backward follows the autocast graph);
 * ``cache+cl`` (``--channels-last``): as ``cache`` with the model and its image inputs in
-  ``torch.channels_last`` memory format.
+  ``torch.channels_last`` memory format;
+* ``cache+bf16+cl`` (both flags): both at once.
 
 The result (machine, medians per phase, ratio, optionally the top ops of ``torch.profiler``) is
 printed and written to ``benchmarks/results/profile_train_<date>.md``.
@@ -58,10 +59,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE_FILES = (
-    "damcseg_core/losses/detection.py",
     "damcseg_core/losses/alignment.py",
     "damcseg_core/losses/segmentation.py",
-    "damcseg_core/data/targets.py",
+    "damcseg_core/train/augment.py",
 )
 """Files whose ``--baseline-rev`` version the baseline contender runs (the rewritten hot code)."""
 PHASES = (
@@ -105,6 +105,10 @@ def _worker(job: dict[str, Any]) -> dict[str, Any]:
     cfg.data.val = None
     cfg.out_dir = tempfile.mkdtemp(prefix="profile_train_")
     trainer = Trainer(cfg)
+    if job.get("mode") == "autocast":
+        out = _autocast_check(trainer, job["iters"])
+        shutil.rmtree(cfg.out_dir, ignore_errors=True)
+        return out
 
     acc: dict[str, float] = defaultdict(float)
 
@@ -219,6 +223,47 @@ def _worker(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _autocast_check(trainer: Any, iters: int) -> dict[str, Any]:
+    """Model forward and backward (with the real DSJL) in fp32, under CPU bf16 autocast and in
+    channels_last, alternating every iteration in this one process on one fixed batch, so that
+    load hits all alike."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from damcseg_core import MODALITIES
+    from damcseg_core.train.trainer import StepBatchSampler
+
+    cfg = trainer.cfg
+    sampler = StepBatchSampler(len(trainer.train_set), cfg.batch_size, cfg.seed, 0, 1)
+    batch = next(iter(DataLoader(trainer.train_set, batch_sampler=sampler, collate_fn=trainer.collate_fn)))
+    inputs = {m: batch[m] for m in MODALITIES if m in batch}
+    trainer._enter_stage(0)
+    trainer.model.train()
+    variants = ("fp32", "bf16", "channels_last")
+    times: dict[str, dict[str, list[float]]] = {v: {"forward": [], "backward": []} for v in variants}
+    losses: dict[str, float] = {}
+    cl_inputs = {k: v.contiguous(memory_format=torch.channels_last) for k, v in inputs.items()}
+    for i in range(len(variants) * (iters + 1)):
+        variant = variants[i % len(variants)]
+        fmt = torch.channels_last if variant == "channels_last" else torch.contiguous_format
+        trainer.model.to(memory_format=fmt)
+        torch.manual_seed(0)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "bf16"):
+            out = trainer.model(cl_inputs if variant == "channels_last" else inputs)
+        t1 = time.perf_counter()
+        loss = trainer.loss(out, batch)["total"]
+        t2 = time.perf_counter()
+        loss.backward()
+        t3 = time.perf_counter()
+        if i >= len(variants):  # first round: warm-up
+            times[variant]["forward"].append(t1 - t0)
+            times[variant]["backward"].append(t3 - t2)
+        losses[variant] = float(loss.detach())
+    return {"autocast": times, "losses": losses}
+
+
 # ---------------------------------------------------------------------- parent
 def _git(*args: str) -> str:
     try:
@@ -291,6 +336,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline-rev", default=None, help="git revision of BASELINE_FILES for the baseline")
     p.add_argument("--bf16", action="store_true", help="add the cache+bf16 contender (CPU autocast)")
     p.add_argument("--channels-last", action="store_true", help="add the cache+cl contender (channels_last)")
+    p.add_argument(
+        "--autocast-iters",
+        type=int,
+        default=0,
+        help="also time model forward/backward fp32 vs bf16 autocast, alternating in one process (N pairs)",
+    )
     p.add_argument("--torch-profile", action="store_true", help="top ops of torch.profiler for one step")
     p.add_argument(
         "--out", default=None, help="result file (default benchmarks/results/profile_train_<date>.md)"
@@ -306,11 +357,25 @@ def main(argv: list[str] | None = None) -> int:
         cache = str(ROOT / cache)
     machine = _machine(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="profile_train_code_"))
+    try:
+        return _profile(args, argv, spec, cache, machine, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _profile(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    spec: str,
+    cache: str,
+    machine: dict[str, Any],
+    tmp: Path,
+) -> int:
     code_root = str(_baseline_tree(args.baseline_rev, tmp)) if args.baseline_rev else None
     # Build (or check) the cache once, outside the timed rounds.
     t_cache = time.perf_counter()
     _run_worker({"name": "cache build", "config": args.config, "overrides": args.set, "threads": args.threads,
-                 "spec": f"{spec},cache={cache}", "start": 0, "warmup": 0, "steps": 1})  # fmt: skip
+                 "spec": f"{spec},cache={cache}", "start": 0, "warmup": 0, "steps": 0})  # fmt: skip
     t_cache = time.perf_counter() - t_cache
     contenders = {
         "baseline": {"spec": spec, "code_root": code_root},
@@ -320,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         contenders["cache+bf16"] = {"spec": f"{spec},cache={cache}", "bf16": True}
     if args.channels_last:
         contenders["cache+cl"] = {"spec": f"{spec},cache={cache}", "channels_last": True}
+    if args.bf16 and args.channels_last:
+        contenders["cache+bf16+cl"] = {"spec": f"{spec},cache={cache}", "bf16": True, "channels_last": True}
     names = list(contenders)
     results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     round_totals: dict[str, list[float]] = {n: [] for n in names}
@@ -381,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
                 "incl. start-up, or was already there)",
                 "cache+bf16": "**cache+bf16**: as cache, forward under `torch.autocast('cpu', dtype=torch.bfloat16)`",
                 "cache+cl": "**cache+cl**: as cache, model and inputs in `torch.channels_last`",
+                "cache+bf16+cl": "**cache+bf16+cl**: both",
             }[n]
             for n in names
         ),
@@ -405,6 +473,35 @@ def main(argv: list[str] | None = None) -> int:
             for n in names[1:]
         ),
     ]
+    if args.autocast_iters:
+        job = {"name": "autocast", "mode": "autocast", "iters": args.autocast_iters, "config": args.config,
+               "overrides": args.set, "threads": args.threads, "spec": f"{spec},cache={cache}"}  # fmt: skip
+        res = _run_worker(job)
+        t = res["autocast"]
+        rows = {v: {k: _median_ms(t[v][k]) for k in ("forward", "backward")} for v in t}
+        for v in rows:
+            rows[v]["forward+backward"] = _median_ms(
+                [a + b for a, b in zip(t[v]["forward"], t[v]["backward"])]
+            )
+        lines += [
+            "",
+            f"## bf16 autocast and channels_last on this CPU: model forward + DSJL backward, {args.autocast_iters} rounds",
+            "",
+            "One process, one fixed batch; fp32, `torch.autocast('cpu', dtype=torch.bfloat16)` (forward only;",
+            "the losses run in fp32) and `channels_last` (model and inputs) alternating every iteration; medians in ms.",
+            "",
+            "| | fp32 | bf16 | channels_last | fp32 / bf16 | fp32 / channels_last |",
+            "|---|---:|---:|---:|---:|---:|",
+            *[
+                f"| {k} | {rows['fp32'][k]:.1f} | {rows['bf16'][k]:.1f} | {rows['channels_last'][k]:.1f} | "
+                f"{rows['fp32'][k] / rows['bf16'][k]:.2f}x | {rows['fp32'][k] / rows['channels_last'][k]:.2f}x |"
+                for k in ("forward", "backward", "forward+backward")
+            ],
+            "",
+            "Total loss on that batch: "
+            + ", ".join(f"{v} {res['losses'][v]:.4f}" for v in ("fp32", "bf16", "channels_last"))
+            + ".",
+        ]
     for n, table in tables.items():
         lines += [
             "",
@@ -424,7 +521,6 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(f"wrote {out}")
-    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
