@@ -21,8 +21,9 @@ medians and the ratio, not the absolute times.
 
 * ``baseline``: the scenes rendered on the fly (the ``data.train`` spec without ``cache=``),
   with the code of ``--baseline-rev`` for the files that the throughput work rewrote
-  (``BASELINE_FILES``; everything else, model included, is the working tree's), or the working
-  tree's code when no revision is given;
+  (``BASELINE_FILES``; everything else, model included, is the working tree's), or all of
+  ``damcseg_core`` at that revision with ``--baseline-all`` (the whole pipeline before the work),
+  or the working tree's code when no revision is given;
 * ``cache``: the same spec read from a packed cache (``--cache``, built on first use), the
   working tree's code;
 * ``cache+bf16`` (``--bf16``): as ``cache`` with the forward under
@@ -274,8 +275,16 @@ def _git(*args: str) -> str:
         return ""
 
 
-def _baseline_tree(rev: str, into: Path) -> Path:
-    """The working tree's ``damcseg_core`` with ``BASELINE_FILES`` as of ``rev``."""
+def _baseline_tree(rev: str, into: Path, whole: bool = False) -> Path:
+    """The working tree's ``damcseg_core`` with ``BASELINE_FILES`` as of ``rev`` (``whole``: all of it)."""
+    if whole:
+        archive = subprocess.run(
+            ["git", "archive", rev, "damcseg_core"], cwd=ROOT, capture_output=True, check=False
+        )
+        if archive.returncode != 0:
+            raise SystemExit(f"profile_train: git archive {rev} failed: {archive.stderr.decode().strip()}")
+        subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+        return into
     shutil.copytree(
         ROOT / "damcseg_core", into / "damcseg_core", ignore=shutil.ignore_patterns("__pycache__")
     )
@@ -334,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1, help="unmeasured steps per worker")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--baseline-rev", default=None, help="git revision of BASELINE_FILES for the baseline")
+    p.add_argument(
+        "--baseline-all",
+        action="store_true",
+        help="the baseline runs all of damcseg_core as of --baseline-rev (model, trainer, optimizer too)",
+    )
     p.add_argument("--bf16", action="store_true", help="add the cache+bf16 contender (CPU autocast)")
     p.add_argument("--channels-last", action="store_true", help="add the cache+cl contender (channels_last)")
     p.add_argument(
@@ -371,7 +385,7 @@ def _profile(
     machine: dict[str, Any],
     tmp: Path,
 ) -> int:
-    code_root = str(_baseline_tree(args.baseline_rev, tmp)) if args.baseline_rev else None
+    code_root = str(_baseline_tree(args.baseline_rev, tmp, args.baseline_all)) if args.baseline_rev else None
     # Build (or check) the cache once, outside the timed rounds.
     t_cache = time.perf_counter()
     _run_worker({"name": "cache build", "config": args.config, "overrides": args.set, "threads": args.threads,
@@ -435,7 +449,9 @@ def _profile(
         f"Code: working tree at {_git('rev-parse', '--short', 'HEAD')}"
         f"{' (uncommitted changes)' if _git('status', '--porcelain', '--untracked-files=no') else ''}"
         + (
-            f"; baseline runs {', '.join(f'`{f}`' for f in BASELINE_FILES)} as of `{args.baseline_rev}`."
+            f"; baseline runs all of `damcseg_core` as of `{args.baseline_rev}` (model, trainer, optimizer, data, losses)."
+            if args.baseline_rev and args.baseline_all
+            else f"; baseline runs {', '.join(f'`{f}`' for f in BASELINE_FILES)} as of `{args.baseline_rev}`."
             if args.baseline_rev
             else "; every contender runs the working tree's code."
         ),
