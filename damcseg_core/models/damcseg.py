@@ -102,6 +102,12 @@ def check_inputs(inputs: dict[str, torch.Tensor]) -> tuple[int, int, int]:
     return b, h, w
 
 
+def _shape(inputs: dict[str, torch.Tensor]) -> tuple[int, int, int]:
+    """``(B, H, W)`` of inputs that :func:`check_inputs` has already accepted."""
+    x = next(iter(inputs.values()))
+    return x.shape[0], x.shape[2], x.shape[3]
+
+
 @dataclasses.dataclass
 class LMMFFeatures:
     """What :meth:`DAMCSeg.forward_features` returns.
@@ -389,7 +395,7 @@ class DAMCSeg(nn.Module):
         This (with :meth:`forward_features`) is what ``damcseg_core.export`` puts into the
         ONNX graph; everything data-dependent happens in :func:`refine`.
         """
-        _, h, w = check_inputs(inputs)
+        _, h, w = _shape(inputs)  # validated once, by forward_features
         det_pyr, seg_pyr = self.backbone(feats.fused)
         cls_logits, box_deltas, anchors, anchor_levels = self.det_head(det_pyr)
         st = self.config.segmentation.fusion_stride
@@ -446,7 +452,7 @@ class DAMCSeg(nn.Module):
             inputs: the canonical inputs (scene complexity, CRF guide and depth priors use them).
             roi_boxes / roi_labels: see :meth:`forward`.
         """
-        _, h, w = check_inputs(inputs)
+        _, h, w = _shape(inputs)  # validated once, by forward_features
         used = tuple(m for m in feats.present if m in feats.normalized)
         dense = self.forward_dense(feats, inputs)
         r = refine(
