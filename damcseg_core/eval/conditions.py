@@ -44,6 +44,7 @@ Numbers are fractions in [0, 1] (differences in [-1, 1]), as in the rest of ``me
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 import zlib
 from collections.abc import Sequence
@@ -179,16 +180,16 @@ def _row_rng(seed: int, row: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(row.encode("utf-8"))])
 
 
+@dataclasses.dataclass(slots=True)
 class _Frame:
-    __slots__ = ("D", "S", "completed", "condition", "confusion", "omega")
+    """One frame of one protocol: its condition, confusion matrix, omega [3], S, D, completed."""
 
-    def __init__(self, condition, confusion, omega, S, D, completed) -> None:
-        self.condition = condition
-        self.confusion = confusion
-        self.omega = omega
-        self.S = S
-        self.D = D
-        self.completed = completed
+    condition: str
+    confusion: np.ndarray
+    omega: np.ndarray
+    S: float
+    D: float
+    completed: tuple[str, ...]
 
 
 class ConditionTable:
