@@ -419,7 +419,7 @@ class DAMCSeg(nn.Module):
 
         With per-sample modality dropout a modality is in ``used`` when any sample keeps it; the
         samples that drop it must not hand its real image to the CRF guide, scene complexity or
-        the depth prior (zero depth is "no return"; :func:`guide_image` falls back per sample).
+        the depth prior (zero depth is "no return"; :func:`guide_image` takes the mask and falls back per sample).
         """
         mask = feats.completed_mask
         if mask is None or not bool(mask.any()):
@@ -463,6 +463,7 @@ class DAMCSeg(nn.Module):
             self._run_local,
             roi_boxes,
             roi_labels,
+            feats.completed_mask,
         )
         if not self.training:
             return r.to_output(feats.modality_weights, feats.present, feats.completed)
@@ -559,33 +560,36 @@ class RefineResult:
         )
 
 
-def guide_image(parts: RefineParts, inputs: dict[str, torch.Tensor], used: tuple[str, ...]) -> torch.Tensor:
+def guide_image(
+    parts: RefineParts,
+    inputs: dict[str, torch.Tensor],
+    used: tuple[str, ...],
+    dropped: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``[B, 3, H, W]`` in [0, 1] for scene complexity and the CRF: rgb, else thermal, else depth.
 
-    The choice is per sample: a sample whose image of the preferred sensor is all zeros (dropped
-    for it, see :meth:`DAMCSeg._refine_inputs`) takes the next sensor it has.
+    ``dropped`` (``[B, 3]`` bool, ``MODALITIES`` order; per-sample modality dropout) makes the
+    choice per sample: a sample that dropped the preferred sensor takes the next one it kept.
     """
-    candidates = []
-    for m in ("rgb", "thermal", "depth"):
-        if m not in used:
-            continue
+
+    def image(m: str) -> torch.Tensor:
         if m == "rgb":
-            img = inputs["rgb"].clamp(0, 1)
-        elif m == "thermal":
-            img = inputs["thermal"].clamp(0, 1).expand(-1, 3, -1, -1)
-        else:
-            clean, _ = parts.normalizer.depth_metres(inputs["depth"])
-            img = (clean / parts.config.normalization.max_depth).expand(-1, 3, -1, -1)
-        candidates.append((img, inputs[m].flatten(1).abs().amax(1) > 0))
-    guide, _ = candidates[0]
-    if len(candidates) == 1:
+            return inputs["rgb"].clamp(0, 1)
+        if m == "thermal":
+            return inputs["thermal"].clamp(0, 1).expand(-1, 3, -1, -1)
+        clean, _ = parts.normalizer.depth_metres(inputs["depth"])
+        return (clean / parts.config.normalization.max_depth).expand(-1, 3, -1, -1)
+
+    order = [m for m in ("rgb", "thermal", "depth") if m in used]
+    guide = image(order[0])
+    if dropped is None or not bool(dropped.any()):
         return guide
-    chosen = candidates[0][1]
-    for img, has in candidates[1:]:
-        take = has & ~chosen
+    chosen = ~dropped[:, MODALITIES.index(order[0])]
+    for m in order[1:]:
+        take = ~dropped[:, MODALITIES.index(m)] & ~chosen
         if bool(take.any()):
-            guide = torch.where(take.view(-1, 1, 1, 1), img, guide)
-        chosen = chosen | has
+            guide = torch.where(take.view(-1, 1, 1, 1), image(m), guide)
+        chosen = chosen | take
     return guide
 
 
@@ -597,6 +601,7 @@ def refine(
     run_local: LocalRunner,
     roi_boxes: list[torch.Tensor] | None = None,
     roi_labels: list[torch.Tensor] | None = None,
+    dropped: torch.Tensor | None = None,
 ) -> RefineResult:
     """The data-dependent rest of the head, shared by the PyTorch and onnxruntime backends.
 
@@ -611,6 +616,7 @@ def refine(
         used: modalities fed to the network (present and not dropped), ``MODALITIES`` order.
         run_local: ``(image_stack, seg_feature, boxes, gate_inputs) -> (roi_logits, gate_cost)``.
         roi_boxes / roi_labels: see :meth:`DAMCSeg.forward`.
+        dropped: optional ``[B, 3]`` bool, a sensor dropped for a sample (see :func:`guide_image`).
     """
     b, h, w = check_inputs(inputs)
     device = dense.global_logits.device
@@ -644,7 +650,7 @@ def refine(
     hw, ww = h // st, w // st
     work_boxes = [bx / st for bx in use_boxes] if st > 1 else use_boxes
     global_logits = dense.global_logits
-    guide = guide_image(parts, inputs, used)
+    guide = guide_image(parts, inputs, used, dropped)
     depth = inputs["depth"] if "depth" in used else None
     depth_m, depth_valid = parts.normalizer.depth_metres(depth) if depth is not None else (None, None)
     scene: SceneComplexity = estimate_scene_complexity(

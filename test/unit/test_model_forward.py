@@ -225,7 +225,7 @@ def test_a_sensor_dropped_for_one_sample_never_reaches_its_refinement(tiny):
     seen = DAMCSeg._refine_inputs(feats, x, used)
     assert not seen["rgb"][0].any() and not seen["depth"][0].any()
     assert torch.equal(seen["rgb"][1], x["rgb"][1]) and torch.equal(seen["depth"][1], x["depth"][1])
-    guide = guide_image(tiny, seen, used)
+    guide = guide_image(tiny, seen, used, feats.completed_mask)
     assert torch.equal(guide[0], x["thermal"][0].clamp(0, 1).expand(3, -1, -1))
     assert torch.equal(guide[1], x["rgb"][1].clamp(0, 1))
     tiny.eval()
