@@ -272,10 +272,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 # Model-config fields added after checkpoints were shipped: a config written before a field
 # existed gets the value that reproduces the model it was trained as (new models get the
-# dataclass default). Issue #16: the ReLU MCN output and the completion flag of the attention.
+# dataclass default). Issue #16: the ReLU MCN output, the completion flag of the attention and its sign.
 LEGACY_MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "completion": {"output": "linear"},
-    "fusion": {"completion_flag": False},
+    "fusion": {"completion_flag": False, "completion_offset": "free"},
 }
 
 

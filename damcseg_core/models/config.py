@@ -78,10 +78,17 @@ class FusionConfig:
     # Feed a per-sample "this modality was completed by the MCN" flag into the gates (a learned
     # per-modality offset of the gate logits). Checkpoints from before the field load with False.
     completion_flag: bool = True
+    # Sign of that offset: "nonpositive" (a completed modality is never trusted more than a real
+    # one, damcseg_core.models.modal_attention) or "free". Checkpoints from before the field: free.
+    completion_offset: str = "nonpositive"
 
     def __post_init__(self) -> None:
         if self.mode not in ("lmmf", "concat"):
             raise ValueError(f"fusion.mode must be 'lmmf' or 'concat', got {self.mode!r}")
+        if self.completion_offset not in ("nonpositive", "free"):
+            raise ValueError(
+                f"fusion.completion_offset must be 'nonpositive' or 'free', got {self.completion_offset!r}"
+            )
 
 
 @dataclasses.dataclass

@@ -15,9 +15,18 @@ added to the gate logit of every sample whose modality ``m`` was completed::
 
     omega_m = sigmoid(W_m F_m + b_m + c_m * e_m),   c_m = 1 if F_m is an MCN prediction, else 0
 
-``e_m`` starts at 0 (the flag changes nothing until training gives it a sign), costs ``3 x
-heads`` parameters and, for a modality that is real for every sample, is never computed. In the
-ONNX graphs (one per modality subset) ``c`` is a constant of the subset.
+``FusionConfig.completion_offset`` says what sign ``e_m`` may take:
+
+* ``"nonpositive"`` (the default): ``e_m = -softplus(p_m)`` with a learned ``p_m`` (init 0, so
+  ``e_m`` starts at ``-ln 2``). A completed feature is a prediction from the *other* sensors, so it
+  holds no evidence they do not; the gate may trust it as much as the real sensor (``e_m -> 0``) but
+  never more. Left free, ``e_m`` of the edge-v2 checkpoint trained to tiny values of mixed sign
+  (|e| < 0.18) and completed thermal got a higher mean omega than real thermal (0.858 vs 0.847).
+* ``"free"``: ``e_m = p_m``, init 0 (the flag changes nothing until training gives it a sign);
+  checkpoints from before the field load with it.
+
+``e_m`` costs ``3 x heads`` parameters and, for a modality that is real for every sample, is never
+computed. In the ONNX graphs (one per modality subset) ``c`` is a constant of the subset.
 """
 
 from __future__ import annotations
@@ -38,16 +47,27 @@ class ModalAdaptiveAttention(nn.Module):
         heads: reliability maps per modality; ``channels`` must be divisible by it.
         completion_flag: learn the completed-vs-real offset ``e_m`` (module docstring); ``False``
             is the old behaviour (no extra parameters).
+        completion_offset: ``"nonpositive"`` or ``"free"``: the sign ``e_m`` may take (module
+            docstring).
     """
 
-    def __init__(self, channels: int, heads: int = 8, completion_flag: bool = True) -> None:
+    def __init__(
+        self,
+        channels: int,
+        heads: int = 8,
+        completion_flag: bool = True,
+        completion_offset: str = "nonpositive",
+    ) -> None:
         super().__init__()
         if channels % heads:
             raise ValueError(f"channels ({channels}) must be divisible by heads ({heads})")
+        if completion_offset not in ("nonpositive", "free"):
+            raise ValueError(f"completion_offset must be 'nonpositive' or 'free', got {completion_offset!r}")
+        self.completion_offset = completion_offset
         self.heads = heads
         self.channels = channels
         self.gates = nn.ModuleDict({m: nn.Conv2d(channels, heads, kernel_size=1) for m in MODALITIES})
-        # e_m of the module docstring: row m = gate-logit offset of each head when m is completed.
+        # p_m of the module docstring (e_m = -softplus(p_m) or p_m): row m = one value per head.
         self.completion_embed = nn.Parameter(torch.zeros(len(MODALITIES), heads)) if completion_flag else None
 
     def forward(
@@ -70,18 +90,17 @@ class ModalAdaptiveAttention(nn.Module):
         b, c, h, w = first.shape
         fused = torch.zeros_like(first)
         weights = first.new_zeros(b, len(MODALITIES))
+        offsets = None
         for i, m in enumerate(MODALITIES):
             if m not in feats:
                 continue
             f = feats[m]
             logit = self.gates[m](f)  # [B, heads, h, w]
             if completed is not None and self.completion_embed is not None:
+                if offsets is None:
+                    offsets = self.offsets().to(logit.dtype)
                 flag = completed[:, i].to(logit.dtype)
-                logit = (
-                    logit
-                    + flag[:, None, None, None]
-                    * self.completion_embed[i].to(logit.dtype)[None, :, None, None]
-                )
+                logit = logit + flag[:, None, None, None] * offsets[i][None, :, None, None]
             omega = torch.sigmoid(logit)  # eq. 1
             weights[:, i] = omega.mean(dim=(1, 2, 3))
             # Each head's map weights its own C/heads channel group (eq. 2 per group).
@@ -89,6 +108,14 @@ class ModalAdaptiveAttention(nn.Module):
                 b, c, h, w
             )
         return fused, weights
+
+    def offsets(self) -> torch.Tensor:
+        """``e [3, heads]``: the gate-logit offset of each modality's heads when it is completed."""
+        if self.completion_embed is None:
+            raise ValueError("this attention was built with completion_flag=False: it has no offsets")
+        if self.completion_offset == "free":
+            return self.completion_embed
+        return -nn.functional.softplus(self.completion_embed)
 
 
 class ConcatFusion(nn.Module):

@@ -260,18 +260,44 @@ def test_keep_mask_of_an_absent_modality_is_refused(tiny):
 
 
 # ----------------------------------------------------------------------------- attention flag
-def test_completion_flag_changes_omega_only_for_completed_samples():
+@pytest.mark.parametrize(("mode", "raw"), [("free", -3.0), ("nonpositive", 3.0)])
+def test_completion_flag_changes_omega_only_for_completed_samples(mode, raw):
     torch.manual_seed(0)
-    att = ModalAdaptiveAttention(16, heads=4)
+    att = ModalAdaptiveAttention(16, heads=4, completion_offset=mode)
     feats = {m: torch.rand(3, 16, 4, 4) for m in MODALITIES}
     flags = torch.tensor([[0, 0, 1], [0, 0, 0], [1, 0, 0]], dtype=torch.float32)
     with torch.no_grad():
+        att.completion_embed.zero_()
+        att.completion_embed[0] = float("-inf") if mode == "nonpositive" else 0.0  # e_rgb = 0
         _, before = att(feats, flags)
-        att.completion_embed[2] = -3.0  # completed thermal is trusted less
+        att.completion_embed[2] = raw  # completed thermal is trusted less: e_thermal ~ -3
         _, after = att(feats, flags)
     changed = ~torch.isclose(before, after)
     assert changed.tolist() == [[False, False, True], [False, False, False], [False, False, False]]
     assert after[0, 2] < before[0, 2]
+    assert att.offsets()[2].tolist() == pytest.approx([-3.0] * 4, abs=0.05)
+
+
+def test_nonpositive_offset_never_raises_a_completed_modalitys_weight():
+    torch.manual_seed(0)
+    att = ModalAdaptiveAttention(16, heads=4)  # the default: "nonpositive"
+    feats = {m: torch.rand(2, 16, 4, 4) for m in MODALITIES}
+    with torch.no_grad():
+        att.completion_embed.copy_(torch.linspace(-20.0, 20.0, 12).view(3, 4))
+        real = att(feats)[1]
+        completed = att(feats, torch.ones(2, 3))[1]
+    assert (att.offsets() <= 0).all()
+    assert (completed <= real).all() and (completed < real).any()
+    # Fresh: e = -ln 2 (a completed feature starts out trusted less).
+    fresh = ModalAdaptiveAttention(16, heads=4).offsets()
+    torch.testing.assert_close(fresh, torch.full((3, 4), -math.log(2.0)))
+
+
+def test_completion_offset_is_checked():
+    with pytest.raises(ValueError, match="completion_offset must be 'nonpositive' or 'free', got 'negative'"):
+        ModalAdaptiveAttention(16, heads=4, completion_offset="negative")
+    with pytest.raises(ValueError, match=r"fusion\.completion_offset must be"):
+        build_model("damcseg_tiny", fusion={"completion_offset": "negative"})
 
 
 def test_completion_flag_gets_a_gradient_only_from_completed_modalities():
@@ -351,7 +377,12 @@ def test_configs_from_before_the_fields_load_with_the_old_behaviour():
     assert (old.completion.output, old.completion.hidden, old.fusion.completion_flag) == ("linear", 64, False)
     new = from_dict(ModelConfig, legacy_model_config({"completion": {"output": "relu"}, "fusion": {}}))
     assert (new.completion.output, new.fusion.completion_flag) == ("relu", False)
-    assert (ModelConfig().completion.output, ModelConfig().fusion.completion_flag) == ("relu", True)
+    # Edge v2 was trained with the flag but before its sign was constrained: it loads as "free".
+    v2 = from_dict(ModelConfig, legacy_model_config({"fusion": {"completion_flag": True}}))
+    assert (v2.fusion.completion_flag, v2.fusion.completion_offset) == (True, "free")
+    defaults = ModelConfig()
+    assert (defaults.completion.output, defaults.fusion.completion_flag) == ("relu", True)
+    assert defaults.fusion.completion_offset == "nonpositive"
 
 
 def test_checkpoints_from_before_the_fields_load_as_the_old_model_and_new_ones_round_trip(tmp_path, tiny):
