@@ -145,18 +145,18 @@ def instrument(model: torch.nn.Module) -> StageTimer:
     t.function(model.det_head, "postprocess", "det postprocess (decode + NMS)")
     t.module("global path", model.global_path)
     t.function(dm, "estimate_scene_complexity", "scene complexity")
-    t.function(model.dsaf, "target_features", "DSAF target features")
-    t.module("DSAF weights (eq. 6-9)", model.dsaf)
+    t.function(model.refinement.dsaf, "target_features", "DSAF target features")
+    t.module("DSAF weights (eq. 6-9)", model.refinement.dsaf)
     t.function(dm, "gate_features", "gate features")
     t.module("local path (roi_align + sub-net + branches)", model.local_path)
     t.module("local sub-net trunk", model.local_path.trunk)
     t.module("local branches (gated)", model.local_path.branches)
     t.function(dm, "paste_rois", "paste_rois")
-    t.module("depth-prior path", model.post_path)
-    t.function(model.dsaf, "weight_maps", "DSAF weight maps")
-    t.function(model.dsaf, "fuse", "DSAF fuse")
-    if model.crf is not None:
-        t.module("CRF", model.crf)
+    t.module("depth-prior path", model.refinement.post_path)
+    t.function(model.refinement.dsaf, "weight_maps", "DSAF weight maps")
+    t.function(model.refinement.dsaf, "fuse", "DSAF fuse")
+    if model.refinement.crf is not None:
+        t.module("CRF", model.refinement.crf)
     return t
 
 

@@ -1,7 +1,7 @@
 """Export DAMCSeg's weight-bearing networks to ONNX (one dense graph per modality subset).
 
 What goes into the graphs and what stays in the shared post-processing
-(:func:`damcseg_core.models.damcseg.refine`) is described in ``docs/deployment.md``:
+(:class:`damcseg_core.models.refinement.RefinementHead`) is described in ``docs/deployment.md``:
 
 * ``dense_<subset>.onnx`` (one per modality subset, e.g. ``dense_rgb+depth.onnx``): inputs are
   the present modalities in canonical units (``[1,C,H,W]``, H and W dynamic multiples of 32);
@@ -34,6 +34,7 @@ from torch import nn
 
 from damcseg_core import MODALITIES
 from damcseg_core.config import to_dict
+from damcseg_core.models.refinement import REFINEMENT_MODULES
 
 __all__ = [
     "ALL_SUBSETS",
@@ -67,8 +68,8 @@ LOCAL_OUTPUTS = ("roi_logits", "gate_probs")
 ALL_SUBSETS: tuple[tuple[str, ...], ...] = tuple(
     c for n in range(len(MODALITIES), 0, -1) for c in combinations(MODALITIES, n)
 )
-# Modules of the glue whose (few, scalar) parameters travel in the metadata.
-GLUE_MODULES = ("dsaf", "post_path", "crf")
+# Modules of the refinement head whose (few, scalar) parameters travel in the metadata.
+GLUE_MODULES = REFINEMENT_MODULES
 
 
 def parse_subset(spec: str | Iterable[str]) -> tuple[str, ...]:
@@ -134,7 +135,7 @@ class _LocalGraph(nn.Module):
 def _glue_state(model: nn.Module) -> dict[str, dict[str, list]]:
     out: dict[str, dict[str, list]] = {}
     for name in GLUE_MODULES:
-        module = getattr(model, name)
+        module = getattr(model.refinement, name)
         if module is not None:
             out[name] = {k: v.detach().cpu().float().tolist() for k, v in module.state_dict().items()}
     return out

@@ -4,7 +4,7 @@
 :class:`~damcseg_core.inference.Predictor` (``.config``, ``.eval()``, ``.to()``, ``__call__``
 returning :class:`~damcseg_core.models.outputs.DamcsegOutput`). The dense graph of the frame's
 modality subset and the local graph run in onnxruntime; the data-dependent rest is the very
-same :func:`damcseg_core.models.damcseg.refine` the PyTorch model calls.
+same :class:`~damcseg_core.models.refinement.RefinementHead` the PyTorch model calls.
 """
 
 from __future__ import annotations
@@ -100,25 +100,18 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 class _GlueParts(nn.Module):
-    """The light modules :func:`~damcseg_core.models.damcseg.refine` uses, rebuilt from metadata."""
+    """The detection post-processing and the refinement head, rebuilt from the metadata."""
 
     def __init__(self, cfg, backbone_channels: list[int], glue_state: dict[str, dict[str, list]]) -> None:
         super().__init__()
-        from damcseg_core.models.crf import MeanFieldCRF
         from damcseg_core.models.detection_head import DetectionHead
-        from damcseg_core.models.dsaf import DSAF
-        from damcseg_core.models.encoders import ModalityNormalizer
-        from damcseg_core.models.segmentation_head import DepthPriorPath
+        from damcseg_core.models.refinement import RefinementHead
 
-        self.config = cfg
-        self.normalizer = ModalityNormalizer(cfg.normalization)
         # Only anchors() and postprocess() are used; its conv weights stay in the ONNX graph.
         self.det_head = DetectionHead(backbone_channels, cfg.detection, cfg.num_det_classes)
-        self.dsaf = DSAF(cfg.refinement.dsaf)
-        self.post_path = DepthPriorPath(cfg.segmentation.post_strength, cfg.segmentation.depth_tolerance)
-        self.crf = MeanFieldCRF.from_config(cfg.refinement.crf) if cfg.refinement.use_crf else None
-        for name, state in glue_state.items():
-            module = getattr(self, name)
+        self.refinement = RefinementHead(cfg)
+        for name, state in glue_state.items():  # "dsaf", "post_path", "crf" (GLUE_MODULES)
+            module = getattr(self.refinement, name)
             module.load_state_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in state.items()})
         self.eval()
 
@@ -296,10 +289,15 @@ class OnnxRuntimeModel:
         return torch.from_numpy(logits), torch.from_numpy(probs).mean()
 
     def run_dense(self, inputs: dict[str, torch.Tensor]):
-        """Run only the dense graph: :class:`~damcseg_core.models.damcseg.DenseOutputs` (benchmarks)."""
-        from damcseg_core.models.damcseg import DenseOutputs, check_inputs
+        """Run only the dense graph: :class:`~damcseg_core.models.outputs.DenseOutputs` (benchmarks)."""
+        from damcseg_core.models.outputs import check_inputs
 
         _, h, w = check_inputs(inputs)
+        return self._run_dense(inputs, h, w)
+
+    def _run_dense(self, inputs: dict[str, torch.Tensor], h: int, w: int):
+        from damcseg_core.models.outputs import DenseOutputs
+
         subset = tuple(m for m in MODALITIES if m in inputs)
         if subset not in self._dense:
             have = ", ".join("+".join(s) for s in self._dense) or "none"
@@ -327,9 +325,9 @@ class OnnxRuntimeModel:
 
     def __call__(self, inputs: dict[str, torch.Tensor]):
         """Detect and segment a batch (batch size 1); returns a ``DamcsegOutput``."""
-        from damcseg_core.models.damcseg import check_inputs, refine
+        from damcseg_core.models.outputs import check_inputs
 
-        check_inputs(inputs)
+        _, h, w = check_inputs(inputs)
         subset = tuple(m for m in MODALITIES if m in inputs)
         cpu_inputs = {m: inputs[m].detach().to("cpu", torch.float32) for m in subset}
         batch = {x.shape[0] for x in cpu_inputs.values() if x.dim() == 4}
@@ -338,8 +336,11 @@ class OnnxRuntimeModel:
                 f"the onnxruntime backend runs one frame at a time, got batch size {sorted(batch)}"
             )
         with torch.inference_mode():
-            dense = self.run_dense(cpu_inputs)
-            r = refine(self._parts, dense, cpu_inputs, subset, self._run_local)
+            dense = self._run_dense(cpu_inputs, h, w)
+            detections = self._parts.det_head.postprocess(
+                dense.cls_logits, dense.box_deltas, dense.anchors, (h, w)
+            )
+            r = self._parts.refinement(dense, detections, cpu_inputs, subset, self._run_local)
         meta = self._dense_meta[subset]
         return r.to_output(dense.modality_weights, subset, tuple(meta["completed"]))
 

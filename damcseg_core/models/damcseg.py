@@ -18,8 +18,7 @@ configuration.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,12 +26,10 @@ from torch import nn
 
 from damcseg_core import MODALITIES
 from damcseg_core.models.backbone import SharedBackbone
-from damcseg_core.models.branch_gating import GATE_IN_FEATURES, gate_features
+from damcseg_core.models.branch_gating import GATE_IN_FEATURES
 from damcseg_core.models.completion import ModalCompletionNetwork
 from damcseg_core.models.config import ModelConfig
-from damcseg_core.models.crf import MeanFieldCRF
 from damcseg_core.models.detection_head import DetectionHead
-from damcseg_core.models.dsaf import DSAF, DSAFWeights
 from damcseg_core.models.encoders import (
     DilatedModalEncoder,
     ModalityNormalizer,
@@ -40,72 +37,24 @@ from damcseg_core.models.encoders import (
     modality_in_channels,
 )
 from damcseg_core.models.modal_attention import ConcatFusion, ModalAdaptiveAttention
-from damcseg_core.models.outputs import DamcsegOutput, DamcsegTrainOutput
-from damcseg_core.models.scene_complexity import (
-    SceneComplexity,
-    estimate_scene_complexity,
-    initial_branch_weights,
+from damcseg_core.models.outputs import (
+    DamcsegOutput,
+    DamcsegTrainOutput,
+    DenseOutputs,
+    RefineResult,
+    check_inputs,
+    input_shape,
 )
-from damcseg_core.models.segmentation_head import DepthPriorPath, GlobalPath, LocalPath, paste_rois
+from damcseg_core.models.refinement import RefinementHead, upgrade_state_dict
+from damcseg_core.models.segmentation_head import GlobalPath, LocalPath
 
 __all__ = [
     "DAMCSeg",
     "DenseOutputs",
     "LMMFFeatures",
-    "RefineParts",
     "RefineResult",
     "check_inputs",
-    "guide_image",
-    "refine",
 ]
-
-
-def _next_multiple(x: int, m: int = 32) -> int:
-    return (x + m - 1) // m * m
-
-
-def check_inputs(inputs: dict[str, torch.Tensor]) -> tuple[int, int, int]:
-    """Validate a batch of canonical model inputs and return ``(B, H, W)``.
-
-    Raises:
-        ValueError: empty dict, unknown key, wrong rank/channels/dtype, mismatched sizes, or H/W
-            not multiples of 32 (the message names the padded size to use).
-    """
-    if not isinstance(inputs, dict) or not inputs:
-        raise ValueError(f"inputs must be a non-empty dict with keys from {list(MODALITIES)}")
-    unknown = sorted(set(inputs) - set(MODALITIES))
-    if unknown:
-        raise ValueError(f"unknown modality key(s) {unknown}; valid keys are {list(MODALITIES)}")
-    channels = {"rgb": 3, "depth": 1, "thermal": 1}
-    shape = None
-    for m in MODALITIES:
-        if m not in inputs:
-            continue
-        x = inputs[m]
-        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != channels[m]:
-            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"'{m}' must be a [B,{channels[m]},H,W] tensor, got {got}")
-        if not x.is_floating_point():
-            raise ValueError(
-                f"'{m}' must be floating point in canonical units (docs/interfaces.md), got {x.dtype}"
-            )
-        here = (x.shape[0], x.shape[2], x.shape[3])
-        if shape is not None and here != shape:
-            raise ValueError(f"all modalities must share batch and size; '{m}' is {here}, expected {shape}")
-        shape = here
-    b, h, w = shape
-    if h % 32 or w % 32:
-        raise ValueError(
-            f"height and width must be multiples of 32, got {h}x{w}; pad to "
-            f"{_next_multiple(h)}x{_next_multiple(w)} (the Predictor does this for you)"
-        )
-    return b, h, w
-
-
-def _shape(inputs: dict[str, torch.Tensor]) -> tuple[int, int, int]:
-    """``(B, H, W)`` of inputs that :func:`check_inputs` has already accepted."""
-    x = next(iter(inputs.values()))
-    return x.shape[0], x.shape[2], x.shape[3]
 
 
 @dataclasses.dataclass
@@ -142,35 +91,6 @@ class LMMFFeatures:
     distill_mask: torch.Tensor | None = None
 
 
-@dataclasses.dataclass
-class DenseOutputs:
-    """What :meth:`DAMCSeg.forward_dense` returns: the fixed-shape tensors :func:`refine` needs.
-
-    These are the outputs of the exported ONNX graph (``damcseg_core.export``), ``anchors``
-    aside (a constant the onnxruntime backend rebuilds from the config).
-
-    Attributes:
-        cls_logits: ``[B, A, K_det]`` raw detection class logits.
-        box_deltas: ``[B, A, 4]`` raw box regression.
-        anchors: ``[A, 4]`` xyxy anchors.
-        global_logits: ``[B, K, H/s, W/s]`` global-path logits at the work resolution.
-        seg_feature: ``[B, C, H/8, W/8]`` stride-8 segmentation features (P3, local-path context).
-        image_stack: ``[B, 6, H, W]`` normalised rgb|depth(+valid)|thermal, zeros where unused.
-        modality_weights: ``[B, 3]`` mean reliability per modality.
-        anchor_levels: ``[A]`` pyramid level index of each anchor (training only; the onnxruntime
-            backend leaves it ``None``).
-    """
-
-    cls_logits: torch.Tensor
-    box_deltas: torch.Tensor
-    anchors: torch.Tensor
-    global_logits: torch.Tensor
-    seg_feature: torch.Tensor
-    image_stack: torch.Tensor
-    modality_weights: torch.Tensor
-    anchor_levels: torch.Tensor | None = None
-
-
 class DAMCSeg(nn.Module):
     """The full DAMCSeg model; build it with :func:`damcseg_core.models.build_model`.
 
@@ -195,7 +115,9 @@ class DAMCSeg(nn.Module):
             self.completion = ModalCompletionNetwork(
                 width, cfg.completion.hidden, cfg.completion.layers, cfg.completion.output
             )
-            self.attention = ModalAdaptiveAttention(width, cfg.fusion.heads, cfg.fusion.completion_flag)
+            self.attention = ModalAdaptiveAttention(
+                width, cfg.fusion.heads, cfg.fusion.completion_flag, cfg.fusion.completion_offset
+            )
         else:  # ablation baseline: no MCN, no attention (missing modalities are zeros)
             self.completion = None
             self.attention = ConcatFusion(width)
@@ -206,9 +128,9 @@ class DAMCSeg(nn.Module):
             sum(in_ch.values()), width, cfg.segmentation, cfg.num_classes,
             GATE_IN_FEATURES, cfg.refinement.gate, pretrained=cfg.pretrained,
         )  # fmt: skip
-        self.post_path = DepthPriorPath(cfg.segmentation.post_strength, cfg.segmentation.depth_tolerance)
-        self.dsaf = DSAF(cfg.refinement.dsaf)
-        self.crf = MeanFieldCRF.from_config(cfg.refinement.crf) if cfg.refinement.use_crf else None
+        self.refinement = RefinementHead(cfg)
+        # Checkpoints from before the refinement head keep loading (dsaf.* -> refinement.dsaf.*).
+        self.register_load_state_dict_pre_hook(_upgrade_hook)
 
     # ------------------------------------------------------------------ features
     def forward_features(
@@ -393,9 +315,9 @@ class DAMCSeg(nn.Module):
         """The fixed-shape part of the head: backbone, raw detection outputs, global path.
 
         This (with :meth:`forward_features`) is what ``damcseg_core.export`` puts into the
-        ONNX graph; everything data-dependent happens in :func:`refine`.
+        ONNX graph; everything data-dependent happens in :attr:`refinement`.
         """
-        _, h, w = _shape(inputs)  # validated once, by forward_features
+        _, h, w = input_shape(inputs)  # validated once, by forward_features
         det_pyr, seg_pyr = self.backbone(feats.fused)
         cls_logits, box_deltas, anchors, anchor_levels = self.det_head(det_pyr)
         st = self.config.segmentation.fusion_stride
@@ -419,7 +341,8 @@ class DAMCSeg(nn.Module):
 
         With per-sample modality dropout a modality is in ``used`` when any sample keeps it; the
         samples that drop it must not hand its real image to the CRF guide, scene complexity or
-        the depth prior (zero depth is "no return"; :func:`guide_image` takes the mask and falls back per sample).
+        the depth prior (zero depth is "no return"; ``RefinementHead.guide_image`` takes the mask and
+        falls back per sample).
         """
         mask = feats.completed_mask
         if mask is None or not bool(mask.any()):
@@ -434,7 +357,7 @@ class DAMCSeg(nn.Module):
     def _run_local(
         self, image: torch.Tensor, p3: torch.Tensor, boxes: list[torch.Tensor], gates: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Local-path runner for :func:`refine`: ``(roi_logits [N,K,h,w], gate_cost)``."""
+        """The refinement head's ``LocalRunner``: ``(roi_logits [N,K,h,w], gate_cost)``."""
         out = self.local_path(image, p3, boxes, gates)
         return out.logits, out.gate_cost
 
@@ -452,12 +375,13 @@ class DAMCSeg(nn.Module):
             inputs: the canonical inputs (scene complexity, CRF guide and depth priors use them).
             roi_boxes / roi_labels: see :meth:`forward`.
         """
-        _, h, w = _shape(inputs)  # validated once, by forward_features
+        _, h, w = input_shape(inputs)  # validated once, by forward_features
         used = tuple(m for m in feats.present if m in feats.normalized)
         dense = self.forward_dense(feats, inputs)
-        r = refine(
-            self,
+        detections = self.det_head.postprocess(dense.cls_logits, dense.box_deltas, dense.anchors, (h, w))
+        r = self.refinement(
             dense,
+            detections,
             self._refine_inputs(feats, inputs, used),
             used,
             self._run_local,
@@ -505,191 +429,5 @@ class DAMCSeg(nn.Module):
         )
 
 
-# ---------------------------------------------------------------------- refinement stage
-LocalRunner = Callable[
-    [torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor], tuple[torch.Tensor, torch.Tensor]
-]
-
-
-class RefineParts(Protocol):
-    """What :func:`refine` needs of a model: the config and the small, weight-light modules.
-
-    :class:`DAMCSeg` is one; the onnxruntime backend builds a light one from the ONNX metadata.
-    """
-
-    config: ModelConfig
-    normalizer: ModalityNormalizer
-    det_head: DetectionHead
-    dsaf: DSAF
-    post_path: DepthPriorPath
-    crf: MeanFieldCRF | None
-
-
-@dataclasses.dataclass
-class RefineResult:
-    """What :func:`refine` returns (work-resolution branch maps are kept for the losses)."""
-
-    seg_logits: torch.Tensor
-    boxes: list[torch.Tensor]
-    scores: list[torch.Tensor]
-    labels: list[torch.Tensor]
-    roi_boxes: list[torch.Tensor]
-    scene: SceneComplexity
-    branch_weights: DSAFWeights
-    local_logits: torch.Tensor
-    local_coverage: torch.Tensor
-    post_logits: torch.Tensor
-    post_coverage: torch.Tensor
-    gate_cost: torch.Tensor
-
-    def to_output(
-        self, modality_weights: torch.Tensor, present: tuple[str, ...], completed: tuple[str, ...]
-    ) -> DamcsegOutput:
-        """The eval-mode :class:`DamcsegOutput`."""
-        return DamcsegOutput(
-            seg_logits=self.seg_logits,
-            boxes=self.boxes,
-            scores=self.scores,
-            labels=self.labels,
-            scene=self.scene,
-            branch_weights=self.branch_weights.image_weights,
-            target_branch_weights=self.branch_weights.target_weights,
-            modality_weights=modality_weights,
-            present=present,
-            completed=completed,
-        )
-
-
-def guide_image(
-    parts: RefineParts,
-    inputs: dict[str, torch.Tensor],
-    used: tuple[str, ...],
-    dropped: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``[B, 3, H, W]`` in [0, 1] for scene complexity and the CRF: rgb, else thermal, else depth.
-
-    ``dropped`` (``[B, 3]`` bool, ``MODALITIES`` order; per-sample modality dropout) makes the
-    choice per sample: a sample that dropped the preferred sensor takes the next one it kept.
-    """
-
-    def image(m: str) -> torch.Tensor:
-        if m == "rgb":
-            return inputs["rgb"].clamp(0, 1)
-        if m == "thermal":
-            return inputs["thermal"].clamp(0, 1).expand(-1, 3, -1, -1)
-        clean, _ = parts.normalizer.depth_metres(inputs["depth"])
-        return (clean / parts.config.normalization.max_depth).expand(-1, 3, -1, -1)
-
-    order = [m for m in ("rgb", "thermal", "depth") if m in used]
-    guide = image(order[0])
-    if dropped is None or not bool(dropped.any()):
-        return guide
-    chosen = ~dropped[:, MODALITIES.index(order[0])]
-    for m in order[1:]:
-        take = ~dropped[:, MODALITIES.index(m)] & ~chosen
-        if bool(take.any()):
-            guide = torch.where(take.view(-1, 1, 1, 1), image(m), guide)
-        chosen = chosen | take
-    return guide
-
-
-def refine(
-    parts: RefineParts,
-    dense: DenseOutputs,
-    inputs: dict[str, torch.Tensor],
-    used: tuple[str, ...],
-    run_local: LocalRunner,
-    roi_boxes: list[torch.Tensor] | None = None,
-    roi_labels: list[torch.Tensor] | None = None,
-    dropped: torch.Tensor | None = None,
-) -> RefineResult:
-    """The data-dependent rest of the head, shared by the PyTorch and onnxruntime backends.
-
-    Detection post-processing (top-k, NMS), scene complexity (Canny, box statistics), DSAF
-    weights, the local path on a data-dependent number of ROIs (``run_local``), the depth-prior
-    path, paste-back, fusion and the CRF (whose kernel radius depends on ``S``).
-
-    Args:
-        parts: config plus the light modules (see :class:`RefineParts`).
-        dense: the fixed-shape outputs (:meth:`DAMCSeg.forward_dense` or an ONNX graph).
-        inputs: the canonical inputs.
-        used: modalities fed to the network (present and not dropped), ``MODALITIES`` order.
-        run_local: ``(image_stack, seg_feature, boxes, gate_inputs) -> (roi_logits, gate_cost)``.
-        roi_boxes / roi_labels: see :meth:`DAMCSeg.forward`.
-        dropped: optional ``[B, 3]`` bool, a sensor dropped for a sample (see :func:`guide_image`).
-    """
-    b, h, w = check_inputs(inputs)
-    device = dense.global_logits.device
-    boxes, scores, labels = parts.det_head.postprocess(
-        dense.cls_logits, dense.box_deltas, dense.anchors, (h, w)
-    )
-
-    if roi_boxes is not None:
-        if roi_labels is None or len(roi_boxes) != b or len(roi_labels) != b:
-            raise ValueError(f"roi_boxes and roi_labels must both be lists of {b} per-image tensors")
-        use_boxes = [r.to(device, torch.float32).reshape(-1, 4) for r in roi_boxes]
-        use_labels = [lab.to(device, torch.int64).reshape(-1) for lab in roi_labels]
-        use_scores = [torch.ones(len(r), device=device) for r in use_boxes]
-        k = parts.config.num_classes
-        for i, (bx, lab) in enumerate(zip(use_boxes, use_labels)):
-            if len(bx) != len(lab) or ((lab < 0) | (lab >= k)).any():
-                raise ValueError(
-                    f"image {i}: roi_labels must hold one train id in [0, {k}) per roi box; "
-                    f"got {len(lab)} labels {lab.tolist()[:5]} for {len(bx)} boxes"
-                )
-    else:
-        use_boxes, use_labels, use_scores = boxes, labels, scores
-    cap = parts.config.segmentation.max_rois
-    use_boxes = [x[:cap] for x in use_boxes]
-    use_labels = [x[:cap] for x in use_labels]
-    use_scores = [x[:cap] for x in use_scores]
-
-    # The three paths, DSAF and the CRF run at the work resolution H/s x W/s (s =
-    # fusion_stride); only the final logits are up-sampled to the input size.
-    st = parts.config.segmentation.fusion_stride
-    hw, ww = h // st, w // st
-    work_boxes = [bx / st for bx in use_boxes] if st > 1 else use_boxes
-    global_logits = dense.global_logits
-    guide = guide_image(parts, inputs, used, dropped)
-    depth = inputs["depth"] if "depth" in used else None
-    depth_m, depth_valid = parts.normalizer.depth_metres(depth) if depth is not None else (None, None)
-    scene: SceneComplexity = estimate_scene_complexity(
-        guide, use_boxes, use_scores, depth_m, parts.config.refinement.scene
-    )
-    if st > 1:
-        guide = F.avg_pool2d(guide, st)
-        if depth_m is not None:  # nearest sampling keeps real depths (no blending across borders)
-            depth_m, depth_valid = depth_m[..., ::st, ::st], depth_valid[..., ::st, ::st]
-    probs = torch.softmax(global_logits, dim=1)
-    sizes, ambiguity = parts.dsaf.target_features(probs, work_boxes)
-    dsaf_w = parts.dsaf(initial_branch_weights(scene.category).to(probs), sizes, ambiguity)
-
-    local_logits = torch.zeros_like(global_logits)
-    local_cov = global_logits.new_zeros(b, 1, hw, ww)
-    gate_cost = global_logits.new_zeros(())
-    if sum(len(x) for x in use_boxes):
-        gates = gate_features(sizes, ambiguity, scene.S, use_scores, scene.box_edge_density)
-        roi_logits, gate_cost = run_local(dense.image_stack, dense.seg_feature, use_boxes, gates)
-        local_logits, local_cov = paste_rois(roi_logits, work_boxes, b, hw, ww)
-    post_logits, post_cov = parts.post_path(
-        global_logits, work_boxes, use_scores, use_labels, depth_m, depth_valid
-    )
-    maps = parts.dsaf.weight_maps(dsaf_w.image_weights, work_boxes, dsaf_w.target_weights, hw, ww)
-    fused = parts.dsaf.fuse(global_logits, local_logits, local_cov, post_logits, post_cov, maps)
-    seg_logits = parts.crf(fused, guide, scene.S) if parts.crf is not None else fused
-    if st > 1:
-        seg_logits = F.interpolate(seg_logits, size=(h, w), mode="bilinear", align_corners=False)
-    return RefineResult(
-        seg_logits=seg_logits,
-        boxes=boxes,
-        scores=scores,
-        labels=labels,
-        roi_boxes=use_boxes,
-        scene=scene,
-        branch_weights=dsaf_w,
-        local_logits=local_logits,
-        local_coverage=local_cov,
-        post_logits=post_logits,
-        post_coverage=post_cov,
-        gate_cost=gate_cost,
-    )
+def _upgrade_hook(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+    upgrade_state_dict(state_dict, prefix)

@@ -1,7 +1,11 @@
-"""Typed outputs of a DAMCSeg model: one type in eval mode, one in train mode.
+"""Typed records of a DAMCSeg model, and the input check every entry point shares.
 
 The return type never depends on the configuration (see ``docs/interfaces.md``): eval mode
-returns :class:`DamcsegOutput`, train mode :class:`DamcsegTrainOutput`.
+returns :class:`DamcsegOutput`, train mode :class:`DamcsegTrainOutput`. Between the two halves of
+the head travel :class:`DenseOutputs` (the fixed-shape part: the eager model's
+``forward_dense`` or an ONNX graph) and :class:`RefineResult` (what
+:class:`~damcseg_core.models.refinement.RefinementHead` returns). They live here, below both
+``damcseg.py`` and ``refinement.py``, so neither imports the other's types.
 """
 
 from __future__ import annotations
@@ -11,9 +15,88 @@ from typing import Any
 
 import torch
 
+from damcseg_core import MODALITIES
+from damcseg_core.models.dsaf import DSAFWeights
 from damcseg_core.models.scene_complexity import SceneComplexity
 
-__all__ = ["DamcsegOutput", "DamcsegTrainOutput"]
+__all__ = ["DamcsegOutput", "DamcsegTrainOutput", "DenseOutputs", "RefineResult", "check_inputs"]
+
+
+def _next_multiple(x: int, m: int = 32) -> int:
+    return (x + m - 1) // m * m
+
+
+def check_inputs(inputs: dict[str, torch.Tensor]) -> tuple[int, int, int]:
+    """Validate a batch of canonical model inputs and return ``(B, H, W)``.
+
+    Raises:
+        ValueError: empty dict, unknown key, wrong rank/channels/dtype, mismatched sizes, or H/W
+            not multiples of 32 (the message names the padded size to use).
+    """
+    if not isinstance(inputs, dict) or not inputs:
+        raise ValueError(f"inputs must be a non-empty dict with keys from {list(MODALITIES)}")
+    unknown = sorted(set(inputs) - set(MODALITIES))
+    if unknown:
+        raise ValueError(f"unknown modality key(s) {unknown}; valid keys are {list(MODALITIES)}")
+    channels = {"rgb": 3, "depth": 1, "thermal": 1}
+    shape = None
+    for m in MODALITIES:
+        if m not in inputs:
+            continue
+        x = inputs[m]
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != channels[m]:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"'{m}' must be a [B,{channels[m]},H,W] tensor, got {got}")
+        if not x.is_floating_point():
+            raise ValueError(
+                f"'{m}' must be floating point in canonical units (docs/interfaces.md), got {x.dtype}"
+            )
+        here = (x.shape[0], x.shape[2], x.shape[3])
+        if shape is not None and here != shape:
+            raise ValueError(f"all modalities must share batch and size; '{m}' is {here}, expected {shape}")
+        shape = here
+    b, h, w = shape
+    if h % 32 or w % 32:
+        raise ValueError(
+            f"height and width must be multiples of 32, got {h}x{w}; pad to "
+            f"{_next_multiple(h)}x{_next_multiple(w)} (the Predictor does this for you)"
+        )
+    return b, h, w
+
+
+def input_shape(inputs: dict[str, torch.Tensor]) -> tuple[int, int, int]:
+    """``(B, H, W)`` of inputs that :func:`check_inputs` has already accepted."""
+    x = next(iter(inputs.values()))
+    return x.shape[0], x.shape[2], x.shape[3]
+
+
+@dataclasses.dataclass
+class DenseOutputs:
+    """What ``DAMCSeg.forward_dense`` returns: the fixed-shape tensors the refinement head needs.
+
+    These are the outputs of the exported ONNX graph (``damcseg_core.export``), ``anchors``
+    aside (a constant the onnxruntime backend rebuilds from the config).
+
+    Attributes:
+        cls_logits: ``[B, A, K_det]`` raw detection class logits.
+        box_deltas: ``[B, A, 4]`` raw box regression.
+        anchors: ``[A, 4]`` xyxy anchors.
+        global_logits: ``[B, K, H/s, W/s]`` global-path logits at the work resolution.
+        seg_feature: ``[B, C, H/8, W/8]`` stride-8 segmentation features (P3, local-path context).
+        image_stack: ``[B, 6, H, W]`` normalised rgb|depth(+valid)|thermal, zeros where unused.
+        modality_weights: ``[B, 3]`` mean reliability per modality.
+        anchor_levels: ``[A]`` pyramid level index of each anchor (training only; the onnxruntime
+            backend leaves it ``None``).
+    """
+
+    cls_logits: torch.Tensor
+    box_deltas: torch.Tensor
+    anchors: torch.Tensor
+    global_logits: torch.Tensor
+    seg_feature: torch.Tensor
+    image_stack: torch.Tensor
+    modality_weights: torch.Tensor
+    anchor_levels: torch.Tensor | None = None
 
 
 @dataclasses.dataclass
@@ -103,3 +186,41 @@ class DamcsegTrainOutput:
     completed: tuple[str, ...]
     anchor_levels: torch.Tensor | None = None
     lmmf: Any = None
+
+
+@dataclasses.dataclass
+class RefineResult:
+    """What :class:`~damcseg_core.models.refinement.RefinementHead` returns.
+
+    The work-resolution branch maps (``H/s x W/s``, ``s = fusion_stride``) are kept for the losses.
+    """
+
+    seg_logits: torch.Tensor
+    boxes: list[torch.Tensor]
+    scores: list[torch.Tensor]
+    labels: list[torch.Tensor]
+    roi_boxes: list[torch.Tensor]
+    scene: SceneComplexity
+    branch_weights: DSAFWeights
+    local_logits: torch.Tensor
+    local_coverage: torch.Tensor
+    post_logits: torch.Tensor
+    post_coverage: torch.Tensor
+    gate_cost: torch.Tensor
+
+    def to_output(
+        self, modality_weights: torch.Tensor, present: tuple[str, ...], completed: tuple[str, ...]
+    ) -> DamcsegOutput:
+        """The eval-mode :class:`DamcsegOutput`."""
+        return DamcsegOutput(
+            seg_logits=self.seg_logits,
+            boxes=self.boxes,
+            scores=self.scores,
+            labels=self.labels,
+            scene=self.scene,
+            branch_weights=self.branch_weights.image_weights,
+            target_branch_weights=self.branch_weights.target_weights,
+            modality_weights=modality_weights,
+            present=present,
+            completed=completed,
+        )

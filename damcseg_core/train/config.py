@@ -29,9 +29,9 @@ DEFAULT_GROUPS: dict[str, list[str]] = {
     # Detection head: BiFPN + class/box nets, plus the detection copy of the last 20 % of blocks.
     "det_head": ["backbone.det_blocks", "det_head"],
     # Segmentation head: three paths, plus the segmentation copy of the last 20 % of blocks.
-    "seg_head": ["backbone.seg_blocks", "global_path", "local_path", "post_path"],
+    "seg_head": ["backbone.seg_blocks", "global_path", "local_path", "refinement.post_path"],
     # Fusion modules: LMMF (encoders, MCN, modal attention), DSAF and the CRF.
-    "fusion": ["encoders", "completion", "attention", "dsaf", "crf"],
+    "fusion": ["encoders", "completion", "attention", "refinement.dsaf", "refinement.crf"],
 }
 """Parameter groups by module-name prefix of :class:`~damcseg_core.models.damcseg.DAMCSeg`."""
 

@@ -59,9 +59,15 @@ def assign_groups(model: nn.Module, groups: dict[str, list[str]]) -> dict[str, l
     for prefix, group in prefixes:
         if not any(matches(n, prefix) for n in names):
             tops = sorted({n.split(".")[0] for n in names})
+            moved = f"refinement.{prefix}"
+            hint = (
+                f"; the module moved into the refinement head: write '{moved}'"
+                if any(matches(n, moved) for n in names)
+                else ""
+            )
             raise ConfigError(
                 f"optim.groups.{group}: prefix '{prefix}' matches no parameter of the model; "
-                f"top-level modules with parameters: {tops}"
+                f"top-level modules with parameters: {tops}{hint}"
             )
     out: dict[str, list[str]] = {g: [] for g in groups}
     unmatched = []

@@ -42,6 +42,7 @@ from damcseg_core.data.targets import valid_objects
 from damcseg_core.eval.detection_metrics import DetectionMAP
 from damcseg_core.eval.segmentation_metrics import SegmentationIoU
 from damcseg_core.losses.dsjl import DSJLoss
+from damcseg_core.models.refinement import upgrade_state_dict
 from damcseg_core.train.augment import Augmenter, generator_for, seed_for
 from damcseg_core.train.config import DETECTION_ONLY_PREFIXES, TrainConfig
 from damcseg_core.train.distributed import DistInfo, all_gather_floats, barrier, cleanup, init_distributed
@@ -326,7 +327,7 @@ class Trainer:
         if not path.is_file():
             raise ConfigError(f"init_from={str(path)!r}: no such checkpoint; pass an existing .pt file")
         ckpt = load_checkpoint(path, map_location=self.dist.device)
-        src = ckpt["model"]
+        src = upgrade_state_dict(dict(ckpt["model"]))  # older layouts: same names as load_state_dict sees
         own = self.model.state_dict()
         loaded = [k for k, v in src.items() if k in own and own[k].shape == v.shape]
         skipped = sorted(set(own) - set(loaded))

@@ -132,3 +132,31 @@ def test_weights_that_do_not_fit_the_config(saved, tmp_path):
         CheckpointError, match=r"the weights do not fit the 'damcseg_tiny' model .*size mismatch"
     ):
         load_model(tmp_path / "mismatch.pt")
+
+
+def test_checkpoints_from_before_the_refinement_head_load_and_predict_the_same(tmp_path):
+    """dsaf.*, post_path.* and crf.* sat on the model before RefinementHead owned them."""
+    from damcseg_core.models import build_model
+    from damcseg_core.models.refinement import REFINEMENT_MODULES
+
+    torch.manual_seed(1)
+    tiny = build_model("damcseg_tiny")
+    with torch.no_grad():
+        tiny.refinement.dsaf.a.fill_(0.7)  # not the default, so a key left unloaded would show
+    new_path = save_checkpoint(tmp_path / "new_layout.pt", tiny)
+    ckpt = torch.load(new_path, weights_only=True)
+    moved = [k for k in ckpt["model"] if k.startswith("refinement.")]
+    assert moved and {k.split(".")[1] for k in moved} <= set(REFINEMENT_MODULES)
+    ckpt["model"] = {k.removeprefix("refinement."): v for k, v in ckpt["model"].items()}
+    assert "dsaf.a" in ckpt["model"]
+    torch.save(ckpt, tmp_path / "old_layout.pt")
+    old, new = load_model(tmp_path / "old_layout.pt"), load_model(new_path)
+    assert float(old.refinement.dsaf.a) == pytest.approx(0.7)
+    g = torch.Generator().manual_seed(0)
+    x = {
+        "rgb": torch.rand(1, 3, 64, 128, generator=g),
+        "depth": torch.rand(1, 1, 64, 128, generator=g) * 50,
+        "thermal": torch.rand(1, 1, 64, 128, generator=g),
+    }
+    with torch.no_grad():
+        torch.testing.assert_close(old(x).seg_logits, new(x).seg_logits, rtol=0, atol=0)

@@ -189,7 +189,7 @@ def test_eval_type_same_without_crf():
     model = build_model("damcseg_tiny", refinement={"use_crf": False}).eval()
     with torch.no_grad():
         out = model(make_inputs(("thermal",), b=1))
-    assert type(out) is DamcsegOutput and model.crf is None
+    assert type(out) is DamcsegOutput and model.refinement.crf is None
 
 
 def test_paper_forward_small():
@@ -215,7 +215,7 @@ def test_tiny_stays_a_test_sized_model(tiny):
 def test_a_sensor_dropped_for_one_sample_never_reaches_its_refinement(tiny):
     """Per-sample dropout: the CRF guide, scene complexity and depth prior of a sample that dropped
     rgb and depth see thermal only; the other sample keeps its real images."""
-    from damcseg_core.models.damcseg import DAMCSeg, guide_image
+    from damcseg_core.models.damcseg import DAMCSeg
 
     tiny.train()
     x = make_inputs(MODALITIES)
@@ -225,7 +225,7 @@ def test_a_sensor_dropped_for_one_sample_never_reaches_its_refinement(tiny):
     seen = DAMCSeg._refine_inputs(feats, x, used)
     assert not seen["rgb"][0].any() and not seen["depth"][0].any()
     assert torch.equal(seen["rgb"][1], x["rgb"][1]) and torch.equal(seen["depth"][1], x["depth"][1])
-    guide = guide_image(tiny, seen, used, feats.completed_mask)
+    guide = tiny.refinement.guide_image(seen, used, feats.completed_mask)
     assert torch.equal(guide[0], x["thermal"][0].clamp(0, 1).expand(3, -1, -1))
     assert torch.equal(guide[1], x["rgb"][1].clamp(0, 1))
     tiny.eval()
@@ -243,7 +243,7 @@ def test_fusion_stride_keeps_output_at_input_size(stride):
     assert out.local_coverage.shape == out.post_coverage.shape == (1, 1, H, W)
     assert set(out.local_coverage.unique().tolist()) <= {0.0, 1.0} and out.local_coverage.sum() > 0
     out.seg_logits.logsumexp(1).mean().backward()
-    assert model.dsaf.a.grad is not None and torch.isfinite(model.dsaf.a.grad)
+    assert model.refinement.dsaf.a.grad is not None and torch.isfinite(model.refinement.dsaf.a.grad)
     with torch.no_grad():
         ev = model.eval()(make_inputs(("rgb", "depth"), b=1))
     assert ev.seg_logits.shape == (1, 19, H, W) and torch.isfinite(ev.seg_logits).all()
@@ -260,7 +260,7 @@ def test_bfloat16_autocast(mode):
     assert out.seg_logits.shape == (1, 19, H, W) and torch.isfinite(out.seg_logits.float()).all()
     if mode == "train":
         out.seg_logits.float().logsumexp(1).mean().backward()
-        assert torch.isfinite(model.post_path.log_strength.grad)
+        assert torch.isfinite(model.refinement.post_path.log_strength.grad)
 
 
 @pytest.mark.gpu
