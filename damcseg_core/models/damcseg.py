@@ -389,8 +389,9 @@ class DAMCSeg(nn.Module):
             roi_labels,
             feats.completed_mask,
         )
+        out = r.to_output(feats.modality_weights, feats.present, feats.completed)
         if not self.training:
-            return r.to_output(feats.modality_weights, feats.present, feats.completed)
+            return out
         completion = {
             m: (feats.completed_feats[m], feats.encoded[m]) for m in feats.completed if m in feats.encoded
         }
@@ -404,8 +405,8 @@ class DAMCSeg(nn.Module):
             }
             local_cov = F.interpolate(local_cov, size=(h, w), mode="nearest")
             post_cov = F.interpolate(post_cov, size=(h, w), mode="nearest")
-        return DamcsegTrainOutput(
-            seg_logits=r.seg_logits,
+        return DamcsegTrainOutput.extend(
+            out,
             branch_logits=branch_logits,
             local_coverage=local_cov,
             post_coverage=post_cov,
@@ -414,17 +415,8 @@ class DAMCSeg(nn.Module):
             anchors=dense.anchors,
             anchor_levels=dense.anchor_levels,
             completion=completion,
-            modality_weights=feats.modality_weights,
-            boxes=r.boxes,
-            scores=r.scores,
-            labels=r.labels,
             roi_boxes=r.roi_boxes,
-            scene=r.scene,
-            branch_weights=r.branch_weights.image_weights,
-            target_branch_weights=r.branch_weights.target_weights,
             gate_cost=r.gate_cost,
-            present=feats.present,
-            completed=feats.completed,
             lmmf=feats,
         )
 

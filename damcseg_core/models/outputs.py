@@ -130,11 +130,15 @@ class DamcsegOutput:
 
 
 @dataclasses.dataclass
-class DamcsegTrainOutput:
-    """Train-mode outputs: the raw tensors the DSJL (eq. 4) and the completion loss need.
+class DamcsegTrainOutput(DamcsegOutput):
+    """Train-mode outputs: everything :class:`DamcsegOutput` holds, plus the raw tensors the DSJL
+    (eq. 4) and the completion loss need.
+
+    In train mode ``seg_logits`` are the fused (DSAF) and CRF-refined logits at input size,
+    ``boxes``/``scores``/``labels`` the post-processed detections (detached, for the alignment
+    loss) and ``target_branch_weights`` the per-target DSAF weights of ``roi_boxes``.
 
     Attributes:
-        seg_logits: ``[B, 19, H, W]`` fused (DSAF) and CRF-refined logits.
         branch_logits: ``global``/``local``/``post`` ``[B, 19, H, W]`` logits of each path;
             ``local`` and ``post`` are only meaningful where their coverage is 1.
         local_coverage: ``[B, 1, H, W]`` 1 where a local-path ROI was pasted, else 0.
@@ -146,18 +150,9 @@ class DamcsegTrainOutput:
         anchors: ``[A, 4]`` xyxy pixel anchors, same for every image of the batch.
         completion: modality -> (predicted, real) features for modalities present in the batch
             but dropped via ``drop``; ``real`` is detached (a stop-gradient target).
-        modality_weights: ``[B, 3]`` mean reliability of (rgb, depth, thermal).
-        boxes: per image ``[N, 4]`` post-processed detections (detached), for the alignment loss.
-        scores: per image ``[N]``.
-        labels: per image ``[N]`` train ids.
         roi_boxes: per image boxes the local and post paths used (detections, or the
             ``roi_boxes`` given to ``forward``).
-        scene: scene complexity of each image.
-        branch_weights: ``[B, 3]`` image-level DSAF weights.
-        target_branch_weights: per image ``[N, 3]`` per-target DSAF weights for ``roi_boxes``.
         gate_cost: scalar expected compute of the local-branch gates (a loss term can push it down).
-        present: modalities given as input.
-        completed: modalities whose features the MCN predicted (missing or dropped).
         anchor_levels: ``[A]`` int64 pyramid level index (0 = finest) of each anchor, for the
             level-aware (ATSS) assignment of the detection loss; ``None`` = one level.
         lmmf: the ``LMMFFeatures`` of the step (per-sample ``completed_mask``, the fused
@@ -165,7 +160,6 @@ class DamcsegTrainOutput:
             distillation loss); ``None`` = not given.
     """
 
-    seg_logits: torch.Tensor
     branch_logits: dict[str, torch.Tensor]
     local_coverage: torch.Tensor
     post_coverage: torch.Tensor
@@ -173,19 +167,17 @@ class DamcsegTrainOutput:
     box_deltas: torch.Tensor
     anchors: torch.Tensor
     completion: dict[str, tuple[torch.Tensor, torch.Tensor]]
-    modality_weights: torch.Tensor
-    boxes: list[torch.Tensor]
-    scores: list[torch.Tensor]
-    labels: list[torch.Tensor]
     roi_boxes: list[torch.Tensor]
-    scene: SceneComplexity
-    branch_weights: torch.Tensor
-    target_branch_weights: list[torch.Tensor]
     gate_cost: torch.Tensor
-    present: tuple[str, ...]
-    completed: tuple[str, ...]
     anchor_levels: torch.Tensor | None = None
     lmmf: Any = None
+
+    @classmethod
+    def extend(cls, out: DamcsegOutput, **train_fields: Any) -> DamcsegTrainOutput:
+        """``out``'s fields plus the train-only ones (no copies of the tensors)."""
+        return cls(
+            **{f.name: getattr(out, f.name) for f in dataclasses.fields(DamcsegOutput)}, **train_fields
+        )
 
 
 @dataclasses.dataclass
