@@ -214,6 +214,23 @@ def pipeline_status(stats: PipelineStats, model: str, device: str, active: bool)
     return status
 
 
+def node_report(
+    stats: PipelineStats, sync: Any, enabled: tuple[str, ...], rates: dict[str, RateMeter], health: Any,
+    model: str, device: str, active: bool, now: float, stamp: object,
+) -> DiagnosticArray:  # fmt: skip
+    """The node's whole ``/diagnostics`` message: one status per sensor, then the pipeline's.
+
+    ``stats`` is the period's :class:`PipelineStats` (its ``resets`` and ``invalid`` are filled
+    in here from the synchroniser and the ``InputHealth`` counters); ``now`` is the rate meters'
+    clock, ``stamp`` the message stamp.
+    """
+    stats.resets = sync.resets if sync is not None else 0
+    stats.invalid = health.total_invalid()
+    statuses = input_statuses(sync, enabled, rates, health, stats.completed, now)
+    statuses.append(pipeline_status(stats, model, device, active))
+    return diagnostic_array(statuses, stamp)
+
+
 def diagnostic_array(statuses: list[DiagnosticStatus], stamp: object) -> DiagnosticArray:
     """Wrap statuses into the ``/diagnostics`` message."""
     msg = DiagnosticArray()

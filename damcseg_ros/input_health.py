@@ -121,6 +121,13 @@ class InputHealth:
                 "processing continues at the new size (outputs follow the rgb size)",
             )
 
+    def accepted(self, modality: str, msg: Any, info: Any = None) -> None:
+        """An image ``msg`` that passed the checks, with its sensor's last ``camera_info`` (or None):
+        :meth:`size` and :meth:`camera_info` from the messages' ``width``/``height``."""
+        size = (int(msg.width), int(msg.height))
+        self.size(modality, *size)
+        self.camera_info(modality, info and (int(info.width), int(info.height)), size)
+
     def camera_info(
         self, modality: str, info_size: tuple[int, int] | None, image_size: tuple[int, int]
     ) -> None:

@@ -16,7 +16,6 @@ Outputs carry the header of the RGB image when present, else of depth, else ther
 
 from __future__ import annotations
 
-import gc
 import sys
 import threading
 import time
@@ -87,13 +86,11 @@ class DamcsegNode(LifecycleNode):
         sensor_qos = qos.sensor_qos(self.p.qos_reliability, self.p.qos_depth)
         for m in self.p.modalities:
             self._subscribe(m, sensor_qos)
-        # Poll often enough that a deadline is overshot by at most ~half of the shortest one.
-        poll = min(max(min(self.p.sync.deadlines[m] for m in self.p.modalities) / 2, 0.005), 0.05)
         self._qos_check = self._qos_check or qos.SilentInputCheck(
             self.get_publishers_info_by_topic, self._health.once, self.p.qos_reliability
         )
         self._proc_timers = [
-            self.create_timer(poll, lambda: self._handle(self._sync.poll())),
+            self.create_timer(self.p.sync.poll_period, lambda: self._handle(self._sync.poll())),
             self.create_timer(self.p.qos_check_period, self._check_qos),
         ]
         self._stop.clear()
@@ -152,7 +149,7 @@ class DamcsegNode(LifecycleNode):
             )  # fmt: skip
         self._image_subs[modality] = sub
         self._subs.append(sub)
-        if self.p.use_camera_info:
+        if self.p.use_camera_info:  # the latest one per sensor, for the size check in _on_image
             keep = lambda msg, m=modality: self._camera_info.__setitem__(m, msg)  # noqa: E731
             self._subs.append(
                 self.create_subscription(CameraInfo, f"{modality}/camera_info", keep, sensor_qos)
@@ -179,11 +176,10 @@ class DamcsegNode(LifecycleNode):
         if self._diag_pub is not None:
             self.destroy_publisher(self._diag_pub)
         self._out = self._diag_timer = self._diag_pub = self._predictor = None
-        gc.collect()
-        if self.p is not None and self.p.device.startswith("cuda"):
-            import torch
+        if self.p is not None:
+            from damcseg_core.inference import release_memory
 
-            torch.cuda.empty_cache()
+            release_memory(self.p.device)
 
     # ------------------------------------------------------------------ executor callbacks
     def _now_ns(self) -> int:
@@ -208,9 +204,7 @@ class DamcsegNode(LifecycleNode):
         except conversions.ImageConversionError as exc:
             self._health.rejected(modality, exc.kind, str(exc))
             return
-        size, info = (int(msg.width), int(msg.height)), self._camera_info.get(modality)
-        self._health.size(modality, *size)
-        self._health.camera_info(modality, info and (int(info.width), int(info.height)), size)
+        self._health.accepted(modality, msg, self._camera_info.get(modality))
         stamp = conversions.stamp_ns(msg.header)
         result = self._sync.add(modality, stamp, msg)
         if result.dropped:
@@ -236,17 +230,13 @@ class DamcsegNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         if self._diag_pub is None or self.p is None:
             return
-        now_mono, sync = time.monotonic(), self._sync
         with self._lock:
             stats = self._stats.take()
-        stats.resets = sync.resets if sync is not None else 0
-        stats.invalid = self._health.total_invalid()
-        statuses = diagnostics.input_statuses(
-            sync, self.p.modalities, self._rates, self._health, stats.completed, now_mono
-        )
         label = self._predictor.label if self._predictor is not None else ""
-        statuses.append(diagnostics.pipeline_status(stats, label, self.p.device, self._active))
-        self._diag_pub.publish(diagnostics.diagnostic_array(statuses, self.get_clock().now().to_msg()))
+        self._diag_pub.publish(diagnostics.node_report(
+            stats, self._sync, self.p.modalities, self._rates, self._health, label, self.p.device,
+            self._active, time.monotonic(), self.get_clock().now().to_msg(),
+        ))  # fmt: skip
 
     # ------------------------------------------------------------------ worker thread
     def _work(self) -> None:
@@ -289,9 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         node = DamcsegNode()
     except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
-        kind = "type" if isinstance(exc, InvalidParameterTypeException) else "value"
-        hint = " (write floats with a decimal point, e.g. 1.0)" if kind == "type" else ""
-        rclpy.logging.get_logger("damcseg").fatal(f"bad parameter {kind}: {exc}{hint}")
+        rclpy.logging.get_logger("damcseg").fatal(params.startup_error(exc))
         rclpy.try_shutdown()
         return 2
     executor = SingleThreadedExecutor()

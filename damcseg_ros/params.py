@@ -315,6 +315,16 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
     return desc
 
 
+def startup_error(exc: Exception) -> str:
+    """The fatal log line for a parameter rclpy refused at declaration (a ``--ros-args -p`` or
+    params-file value of the wrong type, or outside its range)."""
+    from rclpy.exceptions import InvalidParameterTypeException
+
+    kind = "type" if isinstance(exc, InvalidParameterTypeException) else "value"
+    hint = " (write floats with a decimal point, e.g. 1.0)" if kind == "type" else ""
+    return f"bad parameter {kind}: {exc}{hint}"
+
+
 def declare(node: Any) -> None:
     """Declare every parameter on ``node`` and refuse bad values at set time with a reason."""
 

@@ -91,6 +91,12 @@ class SyncConfig:
             if self.deadlines[m] < 0:
                 raise ValueError(f"deadline of '{m}' must be >= 0 seconds, got {self.deadlines[m]}")
 
+    @property
+    def poll_period(self) -> float:
+        """How often to call :meth:`Synchronizer.poll`: a deadline is overshot by at most ~half of
+        the shortest enabled one (5-50 ms)."""
+        return min(max(min(self.deadlines[m] for m in self.modalities) / 2, 0.005), 0.05)
+
 
 @dataclasses.dataclass
 class Group:

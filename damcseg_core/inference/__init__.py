@@ -22,6 +22,7 @@ from damcseg_core.inference.loading import (
     DETECTION_KEYS,
     default_checkpoint,
     load_predictor,
+    release_memory,
     resolve_model_source,
 )
 from damcseg_core.inference.predictor import PredictionResult, Predictor
@@ -35,6 +36,7 @@ __all__ = [
     "fold_batchnorm",
     "load_predictor",
     "optimize_for_inference",
+    "release_memory",
     "resolve_model_source",
     "upsampled_argmax",
 ]

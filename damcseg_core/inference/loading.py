@@ -33,6 +33,7 @@ __all__ = [
     "DETECTION_KEYS",
     "default_checkpoint",
     "load_predictor",
+    "release_memory",
     "resolve_model_source",
 ]
 
@@ -241,3 +242,13 @@ def _load_onnx(
     # Graph inputs/outputs are host tensors; the execution provider picks the device.
     label = f"{Path(onnx_path).name} ({ort_model.model_name}, onnxruntime)"
     return Predictor(ort_model, device="cpu", min_confidence=min_confidence, label=label)
+
+
+def release_memory(device: str) -> None:
+    """After the last reference to a predictor is dropped: collect it now, and hand a CUDA
+    device's cached blocks back to the driver (another process on the GPU can use them)."""
+    import gc
+
+    gc.collect()
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()

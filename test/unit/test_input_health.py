@@ -177,3 +177,18 @@ def test_camera_info_size_mismatch_is_said_once(health):
     assert log.lines == [
         ("warning", "depth/camera_info is 640x480 but depth/image is 320x240; check the remapping")
     ]
+
+
+def test_an_accepted_image_is_checked_against_its_size_and_camera_info(health):
+    from types import SimpleNamespace as Msg
+
+    h, log, _ = health
+    h.accepted("depth", Msg(width=320, height=240))  # no camera_info yet
+    h.accepted("depth", Msg(width=320, height=240), Msg(width=640, height=480))
+    h.accepted("depth", Msg(width=640, height=480), Msg(width=640, height=480))
+    assert h.faults["depth"]["resolution_changes"] == 1
+    assert log.lines == [
+        ("warning", "depth/camera_info is 640x480 but depth/image is 320x240; check the remapping"),
+        ("info", "depth resolution changed from 320x240 to 640x480; processing continues at the new size "
+                 "(outputs follow the rgb size)"),
+    ]  # fmt: skip
