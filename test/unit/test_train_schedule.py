@@ -78,6 +78,14 @@ def test_prefix_matching_nothing_is_a_clear_error(tiny):
         assign_groups(tiny, groups)
 
 
+@pytest.mark.parametrize("old", ["dsaf", "post_path", "crf"])
+def test_a_prefix_from_before_the_refinement_head_names_its_new_place(tiny, old):
+    groups = {k: [p for p in v if not p.endswith(old)] for k, v in DEFAULT_GROUPS.items()}
+    groups["fusion"].append(old)  # an optim.groups section written before the refinement head
+    with pytest.raises(ConfigError, match=rf"prefix '{old}' matches no parameter.*write 'refinement\.{old}'"):
+        assign_groups(tiny, groups)
+
+
 def test_uncovered_parameters_are_a_clear_error(tiny):
     groups = {k: v for k, v in DEFAULT_GROUPS.items() if k != "fusion"}
     with pytest.raises(ConfigError, match=r"belong to no group in optim.groups"):
