@@ -16,6 +16,7 @@ Which model to load, and with which back-end, is decided here and nowhere else:
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
@@ -247,8 +248,6 @@ def _load_onnx(
 def release_memory(device: str) -> None:
     """After the last reference to a predictor is dropped: collect it now, and hand a CUDA
     device's cached blocks back to the driver (another process on the GPU can use them)."""
-    import gc
-
     gc.collect()
     if str(device).startswith("cuda") and torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -33,6 +33,7 @@ __all__ = [
     "RgbEncoder",
     "TimmTrunk",
     "create_timm_model",
+    "depth_metres",
     "eval_layout",
     "modality_in_channels",
 ]
@@ -105,6 +106,14 @@ class ConvBNAct(nn.Sequential):
         )
 
 
+def depth_metres(depth: torch.Tensor, max_depth: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Depth in metres clipped to ``[0, max_depth]`` with invalid pixels (0, negative, NaN/inf) set
+    to 0, and the validity mask, both in ``depth``'s float dtype."""
+    valid = torch.isfinite(depth) & (depth > 0)
+    clean = torch.where(valid, depth, torch.zeros_like(depth)).clamp(max=max_depth)
+    return clean, valid.to(depth.dtype)
+
+
 class ModalityNormalizer(nn.Module):
     """Canonical units -> network inputs, per modality.
 
@@ -122,10 +131,8 @@ class ModalityNormalizer(nn.Module):
         self.register_buffer("rgb_std", torch.tensor(cfg.rgb_std).view(1, 3, 1, 1), persistent=False)
 
     def depth_metres(self, depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (depth clipped to [0, max_depth] with invalid -> 0, validity mask) in float."""
-        valid = torch.isfinite(depth) & (depth > 0)
-        clean = torch.where(valid, depth, torch.zeros_like(depth)).clamp(max=self.cfg.max_depth)
-        return clean, valid.to(depth.dtype)
+        """:func:`depth_metres` with this normaliser's ``max_depth``."""
+        return depth_metres(depth, self.cfg.max_depth)
 
     def forward(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         if modality == "rgb":

@@ -33,7 +33,7 @@ from damcseg_core.models.branch_gating import gate_features
 from damcseg_core.models.config import ModelConfig
 from damcseg_core.models.crf import MeanFieldCRF
 from damcseg_core.models.dsaf import DSAF
-from damcseg_core.models.encoders import ModalityNormalizer
+from damcseg_core.models.encoders import depth_metres
 from damcseg_core.models.outputs import DenseOutputs, RefineResult, input_shape
 from damcseg_core.models.scene_complexity import (
     SceneComplexity,
@@ -79,8 +79,6 @@ class RefinementHead(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.config = cfg
-        # Depth in metres for scene complexity and the depth prior (no state: buffers are not saved).
-        self.normalizer = ModalityNormalizer(cfg.normalization)
         self.dsaf = DSAF(cfg.refinement.dsaf)
         self.post_path = DepthPriorPath(cfg.segmentation.post_strength, cfg.segmentation.depth_tolerance)
         self.crf = MeanFieldCRF.from_config(cfg.refinement.crf) if cfg.refinement.use_crf else None
@@ -102,8 +100,9 @@ class RefinementHead(nn.Module):
                 return inputs["rgb"].clamp(0, 1)
             if m == "thermal":
                 return inputs["thermal"].clamp(0, 1).expand(-1, 3, -1, -1)
-            clean, _ = self.normalizer.depth_metres(inputs["depth"])
-            return (clean / self.config.normalization.max_depth).expand(-1, 3, -1, -1)
+            max_depth = self.config.normalization.max_depth
+            clean, _ = depth_metres(inputs["depth"], max_depth)
+            return (clean / max_depth).expand(-1, 3, -1, -1)
 
         order = [m for m in ("rgb", "thermal", "depth") if m in used]
         guide = image(order[0])
@@ -181,7 +180,8 @@ class RefinementHead(nn.Module):
         work_boxes = [bx / st for bx in use_boxes] if st > 1 else use_boxes
         guide = self.guide_image(inputs, used, dropped)
         depth = inputs["depth"] if "depth" in used else None
-        depth_m, depth_valid = self.normalizer.depth_metres(depth) if depth is not None else (None, None)
+        max_depth = self.config.normalization.max_depth
+        depth_m, depth_valid = depth_metres(depth, max_depth) if depth is not None else (None, None)
         scene: SceneComplexity = estimate_scene_complexity(
             guide, use_boxes, use_scores, depth_m, self.config.refinement.scene
         )
