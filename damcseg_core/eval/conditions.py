@@ -13,7 +13,7 @@ off (``absent:<m>``). Every cell holds, over the row's frames:
 * ``iou``: IoU of the key classes person, rider, car, bicycle, and ``key_miou`` their mean (a
   class absent from the row is left out of it);
 * ``omega``: mean modality reliability weight omega_m per modality (paper eq. 1; the model's
-  ``modality_weights``, the mean over heads and pixels; 0 for a modality the fusion did not
+  ``omega``, the mean over heads and pixels; 0 for a modality the fusion did not
   see), and the mean scene complexity ``S`` (eq. 5) and target density ``D``.
 
 **Noise estimate**: the percentile bootstrap over frames. A resample draws the row's n frames

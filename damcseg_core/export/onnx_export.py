@@ -60,7 +60,7 @@ DENSE_OUTPUTS = (
     "global_logits",
     "seg_feature",
     "image_stack",
-    "modality_weights",
+    "omega",
 )
 LOCAL_INPUTS = ("crops", "context", "gate_inputs")
 LOCAL_OUTPUTS = ("roi_logits", "gate_probs")

@@ -32,8 +32,8 @@ class ParityReport:
     max_box_error_px: float = 0.0  # worst coordinate difference of one-to-one matched boxes
     labels_equal: bool = True  # matched boxes carry the same label
     max_scene_error: float = 0.0  # |S_ref - S_got|
-    max_branch_weight_error: float = 0.0
-    max_modality_weight_error: float = 0.0
+    max_alpha_beta_gamma_error: float = 0.0
+    max_omega_error: float = 0.0
     frames: int = 0
 
     @property
@@ -45,8 +45,8 @@ class ParityReport:
             and self.max_box_error_px <= BOX_TOLERANCE_PX
             and self.labels_equal
             and self.max_scene_error <= SCENE_TOLERANCE
-            and self.max_branch_weight_error <= WEIGHT_TOLERANCE
-            and self.max_modality_weight_error <= WEIGHT_TOLERANCE
+            and self.max_alpha_beta_gamma_error <= WEIGHT_TOLERANCE
+            and self.max_omega_error <= WEIGHT_TOLERANCE
         )
 
     def merge(self, other: ParityReport) -> ParityReport:
@@ -58,8 +58,8 @@ class ParityReport:
             max_box_error_px=max(self.max_box_error_px, other.max_box_error_px),
             labels_equal=self.labels_equal and other.labels_equal,
             max_scene_error=max(self.max_scene_error, other.max_scene_error),
-            max_branch_weight_error=max(self.max_branch_weight_error, other.max_branch_weight_error),
-            max_modality_weight_error=max(self.max_modality_weight_error, other.max_modality_weight_error),
+            max_alpha_beta_gamma_error=max(self.max_alpha_beta_gamma_error, other.max_alpha_beta_gamma_error),
+            max_omega_error=max(self.max_omega_error, other.max_omega_error),
             frames=self.frames + other.frames,
         )
 
@@ -68,8 +68,8 @@ class ParityReport:
         return (
             f"mask agreement {100 * self.mask_agreement:.3f}% | boxes {self.boxes_ref} vs {self.boxes_got}, "
             f"max error {self.max_box_error_px:.4f}px, labels {'equal' if self.labels_equal else 'DIFFER'} | "
-            f"|dS| {self.max_scene_error:.2e} | branch w {self.max_branch_weight_error:.2e} | "
-            f"modality w {self.max_modality_weight_error:.2e} | {'OK' if self.ok else 'FAIL'}"
+            f"|dS| {self.max_scene_error:.2e} | alpha,beta,gamma {self.max_alpha_beta_gamma_error:.2e} | "
+            f"omega {self.max_omega_error:.2e} | {'OK' if self.ok else 'FAIL'}"
         )
 
 
@@ -88,12 +88,10 @@ def compare_outputs(ref, got) -> ParityReport:
     report = ParityReport(
         mask_agreement=float((mask_ref == mask_got).float().mean()),
         max_scene_error=float((ref.scene.S - got.scene.S.to(ref.scene.S)).abs().max()),
-        max_branch_weight_error=float(
-            (ref.branch_weights - got.branch_weights.to(ref.branch_weights)).abs().max()
+        max_alpha_beta_gamma_error=float(
+            (ref.alpha_beta_gamma - got.alpha_beta_gamma.to(ref.alpha_beta_gamma)).abs().max()
         ),
-        max_modality_weight_error=float(
-            (ref.modality_weights - got.modality_weights.to(ref.modality_weights)).abs().max()
-        ),
+        max_omega_error=float((ref.omega - got.omega.to(ref.omega)).abs().max()),
         frames=int(mask_ref.shape[0]),
     )
     for bx_r, bx_g, lab_r, lab_g in zip(ref.boxes, got.boxes, ref.labels, got.labels):

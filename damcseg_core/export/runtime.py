@@ -37,6 +37,8 @@ __all__ = [
     "read_metadata",
 ]
 
+# Graph output names of exports made before the paper's names reached the model outputs (#19).
+LEGACY_OUTPUT_NAMES = {"omega": "modality_weights"}
 REEXPORT = "re-export it with damcseg-export (docs/deployment.md)"
 _PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -216,6 +218,7 @@ class OnnxRuntimeModel:
 
         self._dense: dict[tuple[str, ...], Any] = {}
         self._dense_meta: dict[tuple[str, ...], dict] = {}
+        self._dense_names: dict[tuple[str, ...], list[str]] = {}
         for f in dense_files:
             subset = tuple(metas[f]["modalities"])
             if f.name != dense_file_name(subset):
@@ -224,6 +227,10 @@ class OnnxRuntimeModel:
                 )
             self._dense[subset] = session(f)
             self._dense_meta[subset] = metas[f]
+            graph = {o.name for o in self._dense[subset].get_outputs()}
+            self._dense_names[subset] = [
+                LEGACY_OUTPUT_NAMES.get(n, n) if n not in graph else n for n in DENSE_OUTPUTS
+            ]
         self._local = session(local_file)
         self._local_meta = metas[local_file]
         self._parts = _GlueParts(cfg, first["backbone_channels"], first["glue_state"])
@@ -310,7 +317,7 @@ class OnnxRuntimeModel:
         outs = dict(
             zip(
                 DENSE_OUTPUTS,
-                (torch.from_numpy(o) for o in self._dense[subset].run(list(DENSE_OUTPUTS), feed)),
+                (torch.from_numpy(o) for o in self._dense[subset].run(self._dense_names[subset], feed)),
             )
         )
         anchors = self._parts.det_head.anchors(
@@ -342,7 +349,7 @@ class OnnxRuntimeModel:
             )
             r = self._parts.refinement(dense, detections, cpu_inputs, subset, self._run_local)
         meta = self._dense_meta[subset]
-        return r.to_output(dense.modality_weights, subset, tuple(meta["completed"]))
+        return r.to_output(dense.omega, subset, tuple(meta["completed"]))
 
     forward = __call__
 

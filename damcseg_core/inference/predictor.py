@@ -302,7 +302,7 @@ class Predictor:
             boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
         scene = out.scene
-        alpha, beta, gamma = (float(v) for v in out.branch_weights[0].float().cpu())
+        alpha, beta, gamma = (float(v) for v in out.alpha_beta_gamma[0].float().cpu())
         return PredictionResult(
             mask=mask,
             boxes=boxes.numpy().astype(np.float32),
@@ -316,7 +316,7 @@ class Predictor:
             alpha=alpha,
             beta=beta,
             gamma=gamma,
-            omega=out.modality_weights[0].float().cpu().numpy().astype(np.float32),
+            omega=out.omega[0].float().cpu().numpy().astype(np.float32),
             present=tuple(out.present),
             completed=tuple(out.completed),
             inference_ms=inference_ms,

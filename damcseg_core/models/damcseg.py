@@ -68,7 +68,7 @@ class LMMFFeatures:
             (dropped ones included, computed without gradient, as completion targets).
         completed_feats: modality -> features of all three modalities after the MCN.
         fused: ``[B, C, H/8, W/8]`` fused features (eq. 2).
-        modality_weights: ``[B, 3]`` mean reliability per modality.
+        omega: ``[B, 3]`` mean reliability per modality.
         present / completed: modality name tuples in ``MODALITIES`` order; ``completed`` holds
             every modality the MCN predicted for at least one sample.
         completed_mask: ``[B, 3]`` bool, ``True`` where a sample's features of that modality are
@@ -83,7 +83,7 @@ class LMMFFeatures:
     encoded: dict[str, torch.Tensor]
     completed_feats: dict[str, torch.Tensor]
     fused: torch.Tensor
-    modality_weights: torch.Tensor
+    omega: torch.Tensor
     present: tuple[str, ...]
     completed: tuple[str, ...]
     completed_mask: torch.Tensor | None = None
@@ -205,7 +205,7 @@ class DAMCSeg(nn.Module):
             encoded=encoded,
             completed_feats=completed_feats,
             fused=fused,
-            modality_weights=weights,
+            omega=weights,
             present=present,
             completed=completed,
             completed_mask=(flags > 0) if completed else torch.zeros_like(flags, dtype=torch.bool),
@@ -268,7 +268,7 @@ class DAMCSeg(nn.Module):
             encoded=targets,
             completed_feats=completed_feats,
             fused=fused,
-            modality_weights=weights,
+            omega=weights,
             present=present,
             completed=completed,
             completed_mask=completed_mask,
@@ -330,7 +330,7 @@ class DAMCSeg(nn.Module):
             global_logits=global_logits,
             seg_feature=seg_pyr[0],
             image_stack=self._image_stack(feats.normalized, inputs),
-            modality_weights=feats.modality_weights,
+            omega=feats.omega,
         )
 
     @staticmethod
@@ -389,7 +389,7 @@ class DAMCSeg(nn.Module):
             roi_labels,
             feats.completed_mask,
         )
-        out = r.to_output(feats.modality_weights, feats.present, feats.completed)
+        out = r.to_output(feats.omega, feats.present, feats.completed)
         if not self.training:
             return out
         completion = {

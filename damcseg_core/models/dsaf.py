@@ -61,14 +61,14 @@ class DSAFWeights:
 
     Attributes:
         delta_beta: per image ``[N]`` eq. 6 adjustment of each target, in (0, 1).
-        target_weights: per image ``[N, 3]`` (alpha, beta, gamma) of each target (eq. 7-9).
-        image_weights: ``[B, 3]`` eq. 7-9 with the image's mean ``delta_beta`` (the initial
+        target_alpha_beta_gamma: per image ``[N, 3]`` (alpha, beta, gamma) of each target (eq. 7-9).
+        alpha_beta_gamma: ``[B, 3]`` eq. 7-9 with the image's mean ``delta_beta`` (the initial
             weights when the image has no target); used outside every box.
     """
 
     delta_beta: list[torch.Tensor]
-    target_weights: list[torch.Tensor]
-    image_weights: torch.Tensor
+    target_alpha_beta_gamma: list[torch.Tensor]
+    alpha_beta_gamma: torch.Tensor
 
 
 def _pixel_boxes(boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -151,7 +151,7 @@ class DSAF(nn.Module):
 
         Args:
             init_weights: ``[B, 3]`` initial (alpha, beta, gamma) from the scene category
-                (:func:`damcseg_core.models.scene_complexity.initial_branch_weights`).
+                (:func:`damcseg_core.models.scene_complexity.initial_alpha_beta_gamma`).
             sizes: per image ``[N]`` size coefficients ``S_z``.
             ambiguity: per image ``[N]`` ambiguity coefficients ``A``.
 
@@ -173,7 +173,9 @@ class DSAF(nn.Module):
             deltas = [s.reshape(-1).to(init_weights) * 0 for s in sizes]
             targets = [fixed.expand(len(d), 3).clone() for d in deltas]
             return DSAFWeights(
-                delta_beta=deltas, target_weights=targets, image_weights=fixed.expand(b, 3).clone()
+                delta_beta=deltas,
+                target_alpha_beta_gamma=targets,
+                alpha_beta_gamma=fixed.expand(b, 3).clone(),
             )
         deltas, targets, images = [], [], []
         for i in range(b):
@@ -185,14 +187,16 @@ class DSAF(nn.Module):
             deltas.append(db)
             targets.append(_adjust(init_weights[i].expand(len(db), 3), db))
             images.append(_adjust(init_weights[i], db.mean()) if len(db) else init_weights[i])
-        return DSAFWeights(delta_beta=deltas, target_weights=targets, image_weights=torch.stack(images))
+        return DSAFWeights(
+            delta_beta=deltas, target_alpha_beta_gamma=targets, alpha_beta_gamma=torch.stack(images)
+        )
 
     # ------------------------------------------------------------------ maps and fusion
     @staticmethod
     def weight_maps(
-        image_weights: torch.Tensor,
+        alpha_beta_gamma: torch.Tensor,
         boxes: list[torch.Tensor],
-        target_weights: list[torch.Tensor],
+        target_alpha_beta_gamma: list[torch.Tensor],
         height: int,
         width: int,
     ) -> torch.Tensor:
@@ -204,21 +208,23 @@ class DSAF(nn.Module):
         Returns:
             ``[B, 3, H, W]``, differentiable w.r.t. both weight inputs.
         """
-        b = image_weights.shape[0]
-        if len(boxes) != b or len(target_weights) != b:
+        b = alpha_beta_gamma.shape[0]
+        if len(boxes) != b or len(target_alpha_beta_gamma) != b:
             raise ValueError(
-                f"boxes and target_weights must be lists with one tensor per image ({b}), "
-                f"got {len(boxes)} and {len(target_weights)}"
+                f"boxes and target_alpha_beta_gamma must be lists with one tensor per image ({b}), "
+                f"got {len(boxes)} and {len(target_alpha_beta_gamma)}"
             )
-        device = image_weights.device
+        device = alpha_beta_gamma.device
         ys = torch.arange(height, device=device)
         xs = torch.arange(width, device=device)
         per_image = []
         for i in range(b):
             bx = boxes[i].reshape(-1, 4)
-            if len(bx) != len(target_weights[i]):
-                raise ValueError(f"image {i}: {len(bx)} boxes but {len(target_weights[i])} target weights")
-            background = image_weights[i][:, None, None].expand(3, height, width)
+            if len(bx) != len(target_alpha_beta_gamma[i]):
+                raise ValueError(
+                    f"image {i}: {len(bx)} boxes but {len(target_alpha_beta_gamma[i])} target weights"
+                )
+            background = alpha_beta_gamma[i][:, None, None].expand(3, height, width)
             if len(bx) == 0:
                 per_image.append(background)
                 continue
@@ -235,7 +241,9 @@ class DSAF(nn.Module):
             owner = torch.where(inside, rank[:, None, None], -1).max(dim=0).values  # paint rank
             covered = owner >= 0
             owner_box = order[owner.clamp(min=0)]  # [H, W] box index
-            painted = target_weights[i].to(image_weights.dtype)[owner_box].permute(2, 0, 1)  # [3, H, W]
+            painted = (
+                target_alpha_beta_gamma[i].to(alpha_beta_gamma.dtype)[owner_box].permute(2, 0, 1)
+            )  # [3, H, W]
             per_image.append(torch.where(covered[None], painted, background))
         return torch.stack(per_image)
 

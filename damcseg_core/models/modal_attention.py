@@ -81,7 +81,7 @@ class ModalAdaptiveAttention(nn.Module):
                 sample's features of that modality are an MCN prediction. ``None`` = all real.
 
         Returns:
-            ``F_fusion [B, C, h, w]`` and ``modality_weights [B, 3]``: mean ``omega_m`` per
+            ``F_fusion [B, C, h, w]`` and ``omega [B, 3]``: mean ``omega_m`` per
             modality in ``MODALITIES`` order (0 for a modality absent from ``feats``).
         """
         if not feats:

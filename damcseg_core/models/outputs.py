@@ -84,7 +84,7 @@ class DenseOutputs:
         global_logits: ``[B, K, H/s, W/s]`` global-path logits at the work resolution.
         seg_feature: ``[B, C, H/8, W/8]`` stride-8 segmentation features (P3, local-path context).
         image_stack: ``[B, 6, H, W]`` normalised rgb|depth(+valid)|thermal, zeros where unused.
-        modality_weights: ``[B, 3]`` mean reliability per modality.
+        omega: ``[B, 3]`` mean reliability per modality.
         anchor_levels: ``[A]`` pyramid level index of each anchor (training only; the onnxruntime
             backend leaves it ``None``).
     """
@@ -95,7 +95,7 @@ class DenseOutputs:
     global_logits: torch.Tensor
     seg_feature: torch.Tensor
     image_stack: torch.Tensor
-    modality_weights: torch.Tensor
+    omega: torch.Tensor
     anchor_levels: torch.Tensor | None = None
 
 
@@ -109,9 +109,9 @@ class DamcsegOutput:
         scores: per image ``[N]`` detection scores in [0, 1].
         labels: per image ``[N]`` int64 Cityscapes train ids (one of ``DETECTION_TRAIN_IDS``).
         scene: scene complexity ``S, D, O, E`` ``[B]`` and ``category`` ``[B]`` (0/1/2).
-        branch_weights: ``[B, 3]`` image-level (alpha, beta, gamma) after DSAF.
-        target_branch_weights: per image ``[N, 3]`` per-target (alpha, beta, gamma).
-        modality_weights: ``[B, 3]`` mean reliability weight of (rgb, depth, thermal); a
+        alpha_beta_gamma: ``[B, 3]`` image-level (alpha, beta, gamma) after DSAF.
+        target_alpha_beta_gamma: per image ``[N, 3]`` per-target (alpha, beta, gamma).
+        omega: ``[B, 3]`` mean reliability weight of (rgb, depth, thermal); a
             completed modality has one too: how much its MCN-predicted features were trusted.
         present: modalities given as input, in ``MODALITIES`` order.
         completed: modalities whose features the MCN predicted, in ``MODALITIES`` order.
@@ -122,9 +122,9 @@ class DamcsegOutput:
     scores: list[torch.Tensor]
     labels: list[torch.Tensor]
     scene: SceneComplexity
-    branch_weights: torch.Tensor
-    target_branch_weights: list[torch.Tensor]
-    modality_weights: torch.Tensor
+    alpha_beta_gamma: torch.Tensor
+    target_alpha_beta_gamma: list[torch.Tensor]
+    omega: torch.Tensor
     present: tuple[str, ...]
     completed: tuple[str, ...]
 
@@ -136,7 +136,7 @@ class DamcsegTrainOutput(DamcsegOutput):
 
     In train mode ``seg_logits`` are the fused (DSAF) and CRF-refined logits at input size,
     ``boxes``/``scores``/``labels`` the post-processed detections (detached, for the alignment
-    loss) and ``target_branch_weights`` the per-target DSAF weights of ``roi_boxes``.
+    loss) and ``target_alpha_beta_gamma`` the per-target DSAF weights of ``roi_boxes``.
 
     Attributes:
         branch_logits: ``global``/``local``/``post`` ``[B, 19, H, W]`` logits of each path;
@@ -193,7 +193,7 @@ class RefineResult:
     labels: list[torch.Tensor]
     roi_boxes: list[torch.Tensor]
     scene: SceneComplexity
-    branch_weights: DSAFWeights
+    dsaf_weights: DSAFWeights
     local_logits: torch.Tensor
     local_coverage: torch.Tensor
     post_logits: torch.Tensor
@@ -201,7 +201,7 @@ class RefineResult:
     gate_cost: torch.Tensor
 
     def to_output(
-        self, modality_weights: torch.Tensor, present: tuple[str, ...], completed: tuple[str, ...]
+        self, omega: torch.Tensor, present: tuple[str, ...], completed: tuple[str, ...]
     ) -> DamcsegOutput:
         """The eval-mode :class:`DamcsegOutput`."""
         return DamcsegOutput(
@@ -210,9 +210,9 @@ class RefineResult:
             scores=self.scores,
             labels=self.labels,
             scene=self.scene,
-            branch_weights=self.branch_weights.image_weights,
-            target_branch_weights=self.branch_weights.target_weights,
-            modality_weights=modality_weights,
+            alpha_beta_gamma=self.dsaf_weights.alpha_beta_gamma,
+            target_alpha_beta_gamma=self.dsaf_weights.target_alpha_beta_gamma,
+            omega=omega,
             present=present,
             completed=completed,
         )

@@ -38,7 +38,7 @@ from damcseg_core.models.outputs import DenseOutputs, RefineResult, input_shape
 from damcseg_core.models.scene_complexity import (
     SceneComplexity,
     estimate_scene_complexity,
-    initial_branch_weights,
+    initial_alpha_beta_gamma,
 )
 from damcseg_core.models.segmentation_head import DepthPriorPath, paste_rois
 
@@ -191,7 +191,7 @@ class RefinementHead(nn.Module):
                 depth_m, depth_valid = depth_m[..., ::st, ::st], depth_valid[..., ::st, ::st]
         probs = torch.softmax(global_logits, dim=1)
         sizes, ambiguity = self.dsaf.target_features(probs, work_boxes)
-        dsaf_w = self.dsaf(initial_branch_weights(scene.category).to(probs), sizes, ambiguity)
+        dsaf_w = self.dsaf(initial_alpha_beta_gamma(scene.category).to(probs), sizes, ambiguity)
 
         local_logits = torch.zeros_like(global_logits)
         local_cov = global_logits.new_zeros(b, 1, hw, ww)
@@ -203,7 +203,9 @@ class RefinementHead(nn.Module):
         post_logits, post_cov = self.post_path(
             global_logits, work_boxes, use_scores, use_labels, depth_m, depth_valid
         )
-        maps = self.dsaf.weight_maps(dsaf_w.image_weights, work_boxes, dsaf_w.target_weights, hw, ww)
+        maps = self.dsaf.weight_maps(
+            dsaf_w.alpha_beta_gamma, work_boxes, dsaf_w.target_alpha_beta_gamma, hw, ww
+        )
         fused = self.dsaf.fuse(global_logits, local_logits, local_cov, post_logits, post_cov, maps)
         seg_logits = self.crf(fused, guide, scene.S) if self.crf is not None else fused
         if st > 1:
@@ -216,7 +218,7 @@ class RefinementHead(nn.Module):
             labels=labels,
             roi_boxes=use_boxes,
             scene=scene,
-            branch_weights=dsaf_w,
+            dsaf_weights=dsaf_w,
             local_logits=local_logits,
             local_coverage=local_cov,
             post_logits=post_logits,

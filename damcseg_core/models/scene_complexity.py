@@ -49,7 +49,7 @@ __all__ = [
     "SceneComplexity",
     "SceneComplexityConfig",
     "estimate_scene_complexity",
-    "initial_branch_weights",
+    "initial_alpha_beta_gamma",
     "scene_category",
 ]
 
@@ -141,7 +141,7 @@ def scene_category(S: torch.Tensor, cfg: SceneComplexityConfig | None = None) ->
     return torch.where(S > cfg.complex_above, torch.full_like(cat, 2), cat)
 
 
-def initial_branch_weights(category: torch.Tensor) -> torch.Tensor:
+def initial_alpha_beta_gamma(category: torch.Tensor) -> torch.Tensor:
     """Initial (alpha, beta, gamma) of each frame from its category (paper Sec. IV.A.3).
 
     Args:

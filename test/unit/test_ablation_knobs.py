@@ -36,7 +36,7 @@ def test_concat_fusion_has_no_completion_and_reports_presence(modalities, presen
     with torch.no_grad():
         out = model(_inputs(modalities))
     assert out.completed == ()
-    assert out.modality_weights.tolist() == [presence]
+    assert out.omega.tolist() == [presence]
     assert out.seg_logits.shape == (1, 19, 64, 128)
     assert torch.isfinite(out.seg_logits).all()
 
@@ -62,9 +62,9 @@ def test_non_adaptive_dsaf_gives_fixed_weights_whatever_the_targets():
     amb = [torch.tensor([0.9, 0.0]), torch.zeros(0)]
     out = dsaf(init, sizes, amb)
     fixed = torch.tensor(FIXED_BRANCH_WEIGHTS)
-    assert torch.equal(out.image_weights, fixed.expand(2, 3))
-    assert torch.equal(out.target_weights[0], fixed.expand(2, 3))
-    assert out.target_weights[1].shape == (0, 3)
+    assert torch.equal(out.alpha_beta_gamma, fixed.expand(2, 3))
+    assert torch.equal(out.target_alpha_beta_gamma[0], fixed.expand(2, 3))
+    assert out.target_alpha_beta_gamma[1].shape == (0, 3)
     assert out.delta_beta[0].tolist() == [0.0, 0.0]
 
 
@@ -73,4 +73,4 @@ def test_adaptive_dsaf_differs_for_small_ambiguous_targets():
     init = torch.tensor([[0.5, 0.3, 0.2]])
     out = dsaf(init, [torch.tensor([0.001])], [torch.tensor([0.9])])
     # a small, ambiguous target moves weight from the global to the local branch (eq. 7-8)
-    assert out.target_weights[0][0, 0] < 0.5 and out.target_weights[0][0, 1] > 0.3
+    assert out.target_alpha_beta_gamma[0][0, 0] < 0.5 and out.target_alpha_beta_gamma[0][0, 1] > 0.3

@@ -11,7 +11,7 @@ from damcseg_core.config import ConfigError, from_dict
 from damcseg_core.models.scene_complexity import (
     SceneComplexityConfig,
     estimate_scene_complexity,
-    initial_branch_weights,
+    initial_alpha_beta_gamma,
     scene_category,
 )
 
@@ -198,14 +198,14 @@ def test_category_boundaries_are_inclusive_for_moderate(s: float, category: int)
     [(0, [0.6, 0.2, 0.1]), (1, [0.5, 0.3, 0.2]), (2, [0.4, 0.4, 0.3])],
 )
 def test_initial_branch_weights_follow_the_paper_table(category: int, weights: list[float]) -> None:
-    out = initial_branch_weights(torch.tensor([category, category]))
+    out = initial_alpha_beta_gamma(torch.tensor([category, category]))
     assert out.shape == (2, 3) and out.dtype == torch.float32
     assert out[0].tolist() == pytest.approx(weights)
 
 
 def test_initial_branch_weights_reject_unknown_category() -> None:
     with pytest.raises(ValueError, match=r"categories must be 0 \(simple\).*got \[3\]"):
-        initial_branch_weights(torch.tensor([3]))
+        initial_alpha_beta_gamma(torch.tensor([3]))
 
 
 def test_batch_gives_one_value_per_image() -> None:

@@ -122,9 +122,9 @@ def test_default_parameters_favour_small_and_ambiguous_targets(favoured: tuple, 
 def test_final_weights_follow_eq7_to_eq9(init: list[float], logit: float, expected: list[float]) -> None:
     dsaf = DSAF(DSAFConfig(a_init=0.0, b_init=0.0, c_init=logit))
     out = dsaf(torch.tensor([init]), [torch.tensor([0.1, 0.2])], [torch.tensor([0.3, 0.4])])
-    assert out.target_weights[0].shape == (2, 3)
-    assert out.target_weights[0][0].tolist() == pytest.approx(expected, abs=1e-6)
-    assert out.image_weights[0].tolist() == pytest.approx(expected, abs=1e-6)
+    assert out.target_alpha_beta_gamma[0].shape == (2, 3)
+    assert out.target_alpha_beta_gamma[0][0].tolist() == pytest.approx(expected, abs=1e-6)
+    assert out.alpha_beta_gamma[0].tolist() == pytest.approx(expected, abs=1e-6)
 
 
 def test_image_weights_use_the_mean_delta_beta() -> None:
@@ -132,15 +132,17 @@ def test_image_weights_use_the_mean_delta_beta() -> None:
     amb = torch.tensor([0.0, math.log(3)])  # delta_beta 0.5 and 0.75 -> mean 0.625
     out = dsaf(torch.tensor([[0.5, 0.3, 0.2]]), [torch.tensor([0.1, 0.1])], [amb])
     assert out.delta_beta[0].tolist() == pytest.approx([0.5, 0.75], abs=1e-6)
-    assert out.image_weights[0].tolist() == pytest.approx([0.5 * 0.375, 0.3 * 1.625, 0.2 * 1.3125], abs=1e-6)
+    assert out.alpha_beta_gamma[0].tolist() == pytest.approx(
+        [0.5 * 0.375, 0.3 * 1.625, 0.2 * 1.3125], abs=1e-6
+    )
 
 
 def test_image_without_targets_keeps_its_initial_weights() -> None:
     init = torch.tensor([[0.6, 0.2, 0.1], [0.4, 0.4, 0.3]])
     out = DSAF()(init, [torch.zeros(0), torch.tensor([0.001])], [torch.zeros(0), torch.tensor([0.9])])
-    assert out.image_weights[0].tolist() == pytest.approx([0.6, 0.2, 0.1])
-    assert out.target_weights[0].shape == (0, 3)
-    assert out.image_weights[1, 1].item() > 0.4
+    assert out.alpha_beta_gamma[0].tolist() == pytest.approx([0.6, 0.2, 0.1])
+    assert out.target_alpha_beta_gamma[0].shape == (0, 3)
+    assert out.alpha_beta_gamma[1, 1].item() > 0.4
 
 
 # ---------------------------------------------------------------- weight maps
@@ -204,7 +206,7 @@ def test_fusion_is_differentiable_end_to_end() -> None:
     boxes = [torch.tensor([[1.0, 1, 4, 4]])]
     sizes, amb = dsaf.target_features(probs, boxes)
     weights = dsaf(torch.tensor([[0.5, 0.3, 0.2]]), sizes, amb)
-    maps = dsaf.weight_maps(weights.image_weights, boxes, weights.target_weights, 8, 8)
+    maps = dsaf.weight_maps(weights.alpha_beta_gamma, boxes, weights.target_alpha_beta_gamma, 8, 8)
     cov = torch.zeros(1, 1, 8, 8)
     cov[..., 1:4, 1:4] = 1.0
     out = dsaf.fuse(g, loc, cov, torch.zeros_like(g), torch.zeros_like(cov), maps)

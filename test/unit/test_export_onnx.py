@@ -97,13 +97,34 @@ def test_parity_per_modality_subset(tiny, exported, subset) -> None:
         assert report.max_box_error_px <= BOX_TOLERANCE_PX
         assert report.labels_equal
         assert report.max_scene_error <= SCENE_TOLERANCE
-        assert report.max_branch_weight_error <= WEIGHT_TOLERANCE
-        assert report.max_modality_weight_error <= WEIGHT_TOLERANCE
+        assert report.max_alpha_beta_gamma_error <= WEIGHT_TOLERANCE
+        assert report.max_omega_error <= WEIGHT_TOLERANCE
         assert (got.present, got.completed) == (ref.present, ref.completed)
-        for a, b in zip(ref.target_branch_weights, got.target_branch_weights):
+        for a, b in zip(ref.target_alpha_beta_gamma, got.target_alpha_beta_gamma):
             torch.testing.assert_close(b, a, atol=WEIGHT_TOLERANCE, rtol=0)
         boxes += report.boxes_ref
     assert boxes > 0  # the data-dependent path (NMS, local path, paste-back) was exercised
+
+
+def test_export_from_before_the_omega_rename_still_runs(tiny, exported, tmp_path) -> None:
+    import onnx
+
+    out, _, runtime = exported
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    for f in old.glob("dense_*.onnx"):  # the graph output was called modality_weights then
+        g = onnx.load(str(f))
+        for o in g.graph.output:
+            if o.name == "omega":
+                o.name = "modality_weights"
+        for n in g.graph.node:
+            n.output[:] = ["modality_weights" if v == "omega" else v for v in n.output]
+        onnx.save(g, str(f))
+    assert "modality_weights" in {o.name for o in onnx.load(str(old / "dense_rgb.onnx")).graph.output}
+    (inputs,) = synthetic_inputs(1, SIZE, ("rgb",), seed=4)
+    with torch.inference_mode():
+        got, ref = OnnxRuntimeModel(old, num_threads=1)(inputs), runtime(inputs)
+    torch.testing.assert_close(got.omega, ref.omega)
 
 
 @pytest.mark.parametrize("frame_hw", [(128, 256), (100, 150)], ids=["export-size", "other-aspect"])

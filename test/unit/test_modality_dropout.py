@@ -204,7 +204,7 @@ def test_per_sample_mask_matches_the_whole_batch_drop_for_each_sample(tiny):
             drop = {m for j, m in enumerate(MODALITIES) if not keep[i, j]}
             single = tiny.forward_features({m: x[i : i + 1] for m, x in inputs.items()}, drop=drop)
             torch.testing.assert_close(single.fused, feats.fused[i : i + 1], rtol=1e-5, atol=1e-5)
-            torch.testing.assert_close(single.modality_weights, feats.modality_weights[i : i + 1])
+            torch.testing.assert_close(single.omega, feats.omega[i : i + 1])
 
 
 def test_train_step_gradients_and_a_teacher_without_gradient(tiny):

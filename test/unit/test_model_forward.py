@@ -49,11 +49,11 @@ def test_tiny_eval_every_subset(tiny, subset):
     assert torch.isfinite(out.seg_logits).all()
     assert out.present == subset
     assert out.completed == tuple(m for m in MODALITIES if m not in subset)
-    assert out.modality_weights.shape == (2, 3)
-    assert ((out.modality_weights > 0) & (out.modality_weights < 1)).all()
-    assert out.branch_weights.shape == (2, 3) and torch.isfinite(out.branch_weights).all()
+    assert out.omega.shape == (2, 3)
+    assert ((out.omega > 0) & (out.omega < 1)).all()
+    assert out.alpha_beta_gamma.shape == (2, 3) and torch.isfinite(out.alpha_beta_gamma).all()
     assert out.scene.S.shape == (2,) and out.scene.category.shape == (2,)
-    for boxes, scores, labels, tw in zip(out.boxes, out.scores, out.labels, out.target_branch_weights):
+    for boxes, scores, labels, tw in zip(out.boxes, out.scores, out.labels, out.target_alpha_beta_gamma):
         n = len(boxes)
         assert 1 <= n <= 8  # threshold 0 -> detections, capped by max_detections=8
         assert boxes.shape == (n, 4) and scores.shape == (n,) and tw.shape == (n, 3)
@@ -131,7 +131,7 @@ def test_roi_boxes_drive_local_and_post_paths(tiny):
     assert cov[1].sum() == 0
     assert torch.equal(out.post_coverage, out.local_coverage)
     assert [len(b) for b in out.roi_boxes] == [1, 0]
-    assert [tuple(t.shape) for t in out.target_branch_weights] == [(1, 3), (0, 3)]
+    assert [tuple(t.shape) for t in out.target_alpha_beta_gamma] == [(1, 3), (0, 3)]
 
 
 @pytest.mark.parametrize(
@@ -182,7 +182,7 @@ def test_edge_eval_every_subset(edge, subset):
     # At the paper's 0.3 threshold an untrained head (prior p = 0.01) detects nothing.
     assert [len(b) for b in out.boxes] == [0]
     assert out.completed == tuple(m for m in MODALITIES if m not in subset)
-    assert out.scene.S.shape == (1,) and torch.isfinite(out.modality_weights).all()
+    assert out.scene.S.shape == (1,) and torch.isfinite(out.omega).all()
 
 
 def test_eval_type_same_without_crf():

@@ -92,9 +92,9 @@ class _FixedModel(nn.Module):
             scene=SceneComplexity(
                 zeros + 0.5, zeros + 0.1, zeros, zeros + 0.2, torch.ones(b, dtype=torch.long)
             ),
-            branch_weights=torch.tensor([[0.5, 0.3, 0.2]]),
-            target_branch_weights=[torch.zeros(2, 3)],
-            modality_weights=torch.tensor([[0.4, 0.5, 0.6]]),
+            alpha_beta_gamma=torch.tensor([[0.5, 0.3, 0.2]]),
+            target_alpha_beta_gamma=[torch.zeros(2, 3)],
+            omega=torch.tensor([[0.4, 0.5, 0.6]]),
             present=tuple(inputs),
             completed=(),
         )
