@@ -61,6 +61,7 @@ from damcseg_core.data.registry import build_dataset
 from damcseg_core.data.targets import valid_objects
 from damcseg_core.eval.detection_metrics import DetectionMAP
 from damcseg_core.eval.segmentation_metrics import SegmentationIoU
+from damcseg_core.inference import default_checkpoint
 from damcseg_core.models.config import NormalizationConfig
 from damcseg_core.models.encoders import ModalityNormalizer
 from damcseg_core.train.trainer import build_train_set
@@ -236,18 +237,65 @@ def headline(peer: str) -> str:
     return "map_50" if _family(peer) == "fcos" else "miou"
 
 
-def score(peer: str, model: torch.nn.Module, spec: str, to_input: Inputs, boots: int, seed: int = 0) -> dict:
-    """Point values and 90% bootstrap intervals over frames of ``model`` on ``spec``."""
-    stats = frame_stats(peer, model, build_dataset(spec), to_input)
-    n = len(stats)
-    point = summarise(peer, stats, np.arange(n))
+def ours_stats(peer: str, checkpoint: str | Path, data: Any) -> list[Any]:
+    """Per-frame statistics of our checkpoint (all sensors) on ``data``, for the peer's metric.
+
+    Detection AP uses every detection down to :data:`AP_SCORE_THRESHOLD` (at most
+    :data:`AP_MAX_DETECTIONS`), as ``tools/detection_eval.py`` and the peer do.
+    """
+    from damcseg_core.eval.evaluator import sample_to_inputs
+    from damcseg_core.inference import load_predictor
+
+    det = _family(peer) == "fcos"
+    override = {"score_threshold": AP_SCORE_THRESHOLD, "max_detections": AP_MAX_DETECTIONS} if det else None
+    predictor = load_predictor("torch", checkpoint=checkpoint, detection=override)
+    probe: Any = DetectionMAP(max_detections=AP_MAX_DETECTIONS) if det else SegmentationIoU()
+    out: list[Any] = []
+    for i in range(len(data)):
+        s = data[i]
+        p = predictor.predict(sample_to_inputs(s))
+        if det:
+            gt = (s["boxes"], s["labels"], s["areas"], s["occlusion"])
+            out.append(probe.sample_stats(p.boxes, p.scores, p.labels, *gt))
+        else:
+            out.append(probe.sample_stats(p.mask, s["semantic"].numpy()))
+    return out
+
+
+def score(
+    peer: str, model: torch.nn.Module, spec: str, to_input: Inputs, boots: int,
+    ours: str | Path | None = None, seed: int = 0,
+) -> dict:  # fmt: skip
+    """Point values and 90% bootstrap intervals over frames of ``model`` on ``spec``; with
+    ``ours`` (a checkpoint) the same for it and for ``ours - peer`` on the same resampled frames."""
+    data = build_dataset(spec)
+    runs = {"peer": frame_stats(peer, model, data, to_input)}
+    if ours is not None:
+        runs["ours"] = ours_stats(peer, ours, data)
+    n = len(data)
     rng = np.random.default_rng(seed)
-    resampled = [summarise(peer, stats, rng.integers(0, n, n)) for _ in range(boots)]
-    scalar = [k for k, v in point.items() if not isinstance(v, (list, dict))]
-    interval = {
-        k: [float(np.nanpercentile([r[k] for r in resampled], q)) for q in (5, 95)] for k in scalar
-    }  # fmt: skip
-    return {"data": spec, "frames": n, "point": point, "interval_90": interval}
+    draws = [rng.integers(0, n, n) for _ in range(boots)]
+    key = headline(peer)
+    res: dict[str, Any] = {"data": spec, "frames": n}
+    for name, stats in runs.items():
+        point = summarise(peer, stats, np.arange(n))
+        resampled = [summarise(peer, stats, idx) for idx in draws]
+        scalar = [k for k, v in point.items() if not isinstance(v, (list, dict))]
+        interval = {k: _interval([r[k] for r in resampled]) for k in scalar}
+        res[name] = {"point": point, "interval_90": interval, "resampled": [r[key] for r in resampled]}
+    if ours is not None:
+        diff = np.asarray(res["ours"]["resampled"]) - np.asarray(res["peer"]["resampled"])
+        res["ours_minus_peer"] = {
+            "point": res["ours"]["point"][key] - res["peer"]["point"][key],
+            "interval_90": _interval(diff),
+        }
+    for name in runs:
+        del res[name]["resampled"]
+    return res
+
+
+def _interval(values: Any) -> list[float]:
+    return [float(np.nanpercentile(values, q)) for q in (5, 95)]
 
 
 def _lr(step: int, spent: float, recipe: dict[str, Any]) -> float:
@@ -345,16 +393,21 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     model = build_peer(args.peer, size)
     model.load_state_dict(best["model"])
     to_input = Inputs(args.peer)
-    results = [score(args.peer, model, spec, to_input, args.boots) for spec in args.test]
+    ours = None if args.ours == "none" else (args.ours or default_checkpoint())
+    results = [score(args.peer, model, spec, to_input, args.boots, ours) for spec in args.test]
     return {
         "peer": args.peer, "recipe": RECIPES[_family(args.peer)], "budget_min": args.budget_min,
-        "threads": args.threads, "steps": last["step"], "cpu_min": last["cpu_s"] / 60.0,
+        "threads": args.threads, "ours": None if ours is None else str(ours), "steps": last["step"], "cpu_min": last["cpu_s"] / 60.0,
         "wall_min": last["wall_s"] / 60.0, "steps_per_s": last["step"] / max(last["wall_s"], 1e-9),
         "best_step": best["step"], "val_history": last["history"], "train": args.train, "val": args.val,
         "machine": {"cpu": cpu_model(), "python": platform.python_version(), "torch": torch.__version__},
         "classes": list(CITYSCAPES_CLASSES), "results": results,
         "command": " ".join(["python", "benchmarks/accuracy_at_budget.py", *args.argv]),
     }  # fmt: skip
+
+
+def _pct(v: float, interval: list[float]) -> str:
+    return f"{100 * v:.1f} [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
 
 
 def main(argv: list[str]) -> int:
@@ -371,6 +424,9 @@ def main(argv: list[str]) -> int:
         "--test", action="append", help=f"held-out spec (repeatable; default {' and '.join(TEST_SPECS)})"
     )
     ap.add_argument("--boots", type=int, default=200)
+    ap.add_argument(
+        "--ours", help="our checkpoint scored on the same frames (default: the shipped one; 'none': skip)"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--ckpt-every-min", type=float, default=5.0)
@@ -387,10 +443,15 @@ def main(argv: list[str]) -> int:
     elif not (args.out / "best.pt").is_file():
         raise SystemExit(f"--eval-only: no {args.out / 'best.pt'}; train first (drop --eval-only)")
     record = evaluate(args)
+    k = headline(args.peer)
     for r in record["results"]:
-        k = headline(args.peer)
-        lo, hi = r["interval_90"][k]
-        print(f"{args.peer} {r['data']}: {k} {100 * r['point'][k]:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]")
+        line = f"{r['data']}: {k} {args.peer} {_pct(r['peer']['point'][k], r['peer']['interval_90'][k])}"
+        if "ours" in r:
+            line += f", ours {_pct(r['ours']['point'][k], r['ours']['interval_90'][k])}"
+            line += (
+                f", ours - peer {_pct(r['ours_minus_peer']['point'], r['ours_minus_peer']['interval_90'])}"
+            )
+        print(line)
     if args.result:
         args.result.parent.mkdir(parents=True, exist_ok=True)
         args.result.write_text(json.dumps(record, indent=2, default=float))

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from benchmarks import accuracy_at_budget as ab
+from damcseg_core.checkpoint import save_checkpoint
 from damcseg_core.data.registry import build_dataset
 from damcseg_core.data.targets import valid_objects
+from damcseg_core.models import build_model
 from damcseg_core.models.config import NormalizationConfig
 
 TINY = "synthetic:frames=4,size=64x128,seed=5"
@@ -91,8 +93,11 @@ def test_segmentation_scoring_perfect_and_constant(frames):
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("fcos")
     result = out / "record.json"
+    torch.manual_seed(0)
+    ours = save_checkpoint(out / "ours.pt", build_model("damcseg_tiny"))
     argv = ["--peer", "fcos_stacked", "--budget-min", "0.03", "--threads", "1", "--out", str(out / "run"),
-            "--train", TINY, "--val", VAL, "--test", TEST, "--boots", "5", "--result", str(result)]  # fmt: skip
+            "--train", TINY, "--val", VAL, "--test", TEST, "--boots", "5", "--result", str(result),
+            "--ours", str(ours)]  # fmt: skip
     assert ab.main(argv) == 0
     return out, argv, json.loads(result.read_text())
 
@@ -107,8 +112,13 @@ def test_run_spends_its_cpu_budget_and_records_it(tiny_run):
     assert rec["best_step"] == max(rec["val_history"], key=lambda h: h["val"])["step"]
     (res,) = rec["results"]
     assert res["data"] == TEST and res["frames"] == 3
-    lo, hi = res["interval_90"]["map_50"]
-    assert 0.0 <= lo <= hi <= 1.0 and 0.0 <= res["point"]["map_50"] <= 1.0
+    for who in ("peer", "ours"):
+        lo, hi = res[who]["interval_90"]["map_50"]
+        assert 0.0 <= lo <= hi <= 1.0 and 0.0 <= res[who]["point"]["map_50"] <= 1.0
+    diff = res["ours_minus_peer"]
+    assert diff["point"] == pytest.approx(res["ours"]["point"]["map_50"] - res["peer"]["point"]["map_50"])
+    assert diff["interval_90"][0] <= diff["interval_90"][1]
+    assert rec["ours"].endswith("ours.pt")
     assert "--budget-min 0.03" in rec["command"] and rec["machine"]["cpu"]
 
 
@@ -116,7 +126,7 @@ def test_resume_continues_a_finished_run_without_training(tiny_run):
     out, argv, rec = tiny_run
     assert ab.main(argv) == 0  # budget already spent: evaluates again, no new step
     again = json.loads((out / "record.json").read_text())
-    assert again["steps"] == rec["steps"] and again["results"][0]["point"] == rec["results"][0]["point"]
+    assert again["steps"] == rec["steps"] and again["results"][0]["peer"] == rec["results"][0]["peer"]
 
 
 def test_resume_refuses_another_peer_or_budget(tiny_run):
