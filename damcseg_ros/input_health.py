@@ -59,6 +59,7 @@ class InputHealth:
         self._logger, self._clock = logger, clock
         self._last_logged: dict[str, float] = {}
         self._said: set[str] = set()  # one-time warnings
+        self._camera_info: dict[str, Any] = {}  # modality -> latest camera_info message
         self.reset()
 
     def reset(self) -> None:
@@ -121,9 +122,14 @@ class InputHealth:
                 "processing continues at the new size (outputs follow the rgb size)",
             )
 
+    def keep_camera_info(self, modality: str, msg: Any) -> None:
+        """Remember a sensor's latest ``camera_info`` (the ``{modality}/camera_info`` callback)."""
+        self._camera_info[modality] = msg
+
     def accepted(self, modality: str, msg: Any, info: Any = None) -> None:
-        """An image ``msg`` that passed the checks, with its sensor's last ``camera_info`` (or None):
-        :meth:`size` and :meth:`camera_info` from the messages' ``width``/``height``."""
+        """An image ``msg`` that passed the checks, with its sensor's ``camera_info`` (default: the
+        last one kept, or None): :meth:`size` and :meth:`camera_info` from ``width``/``height``."""
+        info = self._camera_info.get(modality) if info is None else info
         size = (int(msg.width), int(msg.height))
         self.size(modality, *size)
         self.camera_info(modality, info and (int(info.width), int(info.height)), size)

@@ -55,7 +55,6 @@ class DamcsegNode(LifecycleNode):
         self._subs: list[Any] = []
         self._image_subs: dict[str, Any] = {}  # modality -> image subscription
         self._proc_timers: list[Any] = []
-        self._camera_info: dict[str, CameraInfo] = {}
         self._rates = {m: diagnostics.RateMeter() for m in MODALITIES}
         self._health = InputHealth(self.get_logger())
 
@@ -91,7 +90,9 @@ class DamcsegNode(LifecycleNode):
         )
         self._proc_timers = [
             self.create_timer(self.p.sync.poll_period, lambda: self._handle(self._sync.poll())),
-            self.create_timer(self.p.qos_check_period, self._check_qos),
+            self.create_timer(
+                self.p.qos_check_period, lambda: self._qos_check(self._image_subs, self._sync.received())
+            ),
         ]
         self._stop.clear()
         self._mailbox = LatestMailbox()
@@ -150,7 +151,7 @@ class DamcsegNode(LifecycleNode):
         self._image_subs[modality] = sub
         self._subs.append(sub)
         if self.p.use_camera_info:  # the latest one per sensor, for the size check in _on_image
-            keep = lambda msg, m=modality: self._camera_info.__setitem__(m, msg)  # noqa: E731
+            keep = lambda msg, m=modality: self._health.keep_camera_info(m, msg)  # noqa: E731
             self._subs.append(
                 self.create_subscription(CameraInfo, f"{modality}/camera_info", keep, sensor_qos)
             )
@@ -171,9 +172,8 @@ class DamcsegNode(LifecycleNode):
     def _release(self) -> None:
         if self._out is not None:
             self._out.destroy()
-        if self._diag_timer is not None:
+        if self._diag_pub is not None:  # created together in on_configure
             self.destroy_timer(self._diag_timer)
-        if self._diag_pub is not None:
             self.destroy_publisher(self._diag_pub)
         self._out = self._diag_timer = self._diag_pub = self._predictor = None
         if self.p is not None:
@@ -204,7 +204,7 @@ class DamcsegNode(LifecycleNode):
         except conversions.ImageConversionError as exc:
             self._health.rejected(modality, exc.kind, str(exc))
             return
-        self._health.accepted(modality, msg, self._camera_info.get(modality))
+        self._health.accepted(modality, msg)
         stamp = conversions.stamp_ns(msg.header)
         result = self._sync.add(modality, stamp, msg)
         if result.dropped:
@@ -214,18 +214,13 @@ class DamcsegNode(LifecycleNode):
     def _handle(self, result: SyncResult) -> None:
         self._health.sync_result(result.reset, result.events)
         for group in result.groups:
-            frame_ids = {m: group.items[m].header.frame_id for m in group.present}
-            mismatch = self._health.frame_ids(frame_ids, group.reference)
+            mismatch = self._health.frame_ids(group.frame_ids, group.reference)
             replaced = self._mailbox.put(group)
             with self._lock:
                 self._stats.add_group(mismatch, replaced)
                 dropped, groups = self._stats.dropped, self._stats.groups
             if replaced:
                 self._health.mailbox_drop(dropped, groups)
-
-    def _check_qos(self) -> None:
-        if self._sync is not None and self._qos_check is not None:
-            self._qos_check(self._image_subs, {m: c.received for m, c in self._sync.counters.items()})
 
     def _publish_diagnostics(self) -> None:
         if self._diag_pub is None or self.p is None:

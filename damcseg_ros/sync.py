@@ -122,6 +122,11 @@ class Group:
         return tuple(m for m in MODALITIES if m in self.items)
 
     @property
+    def frame_ids(self) -> dict[str, str]:
+        """Modality -> ``header.frame_id`` of its message (ROS messages as payloads)."""
+        return {m: self.items[m].header.frame_id for m in self.present}
+
+    @property
     def reference(self) -> str:
         """The modality whose header the outputs carry: first present of rgb, depth, thermal."""
         return self.present[0]
@@ -214,6 +219,10 @@ class Synchronizer:
         self.resets = 0
 
     # ------------------------------------------------------------------ public API
+    def received(self) -> dict[str, int]:
+        """Modality -> messages accepted into a group so far."""
+        return {m: c.received for m, c in self.counters.items()}
+
     def add(self, modality: str, stamp_ns: int, payload: Any) -> SyncResult:
         """Offer one message; returns the groups (and state changes) it completes.
 

@@ -192,3 +192,17 @@ def test_an_accepted_image_is_checked_against_its_size_and_camera_info(health):
         ("info", "depth resolution changed from 320x240 to 640x480; processing continues at the new size "
                  "(outputs follow the rgb size)"),
     ]  # fmt: skip
+
+
+def test_the_kept_camera_info_is_the_one_an_accepted_image_is_checked_against(health):
+    from types import SimpleNamespace as Msg
+
+    h, log, _ = health
+    h.keep_camera_info("thermal", Msg(width=160, height=120))
+    h.accepted("thermal", Msg(width=160, height=120))
+    assert log.lines == []
+    h.keep_camera_info("thermal", Msg(width=640, height=512))  # a newer one replaces it
+    h.accepted("thermal", Msg(width=160, height=120))
+    assert log.lines == [
+        ("warning", "thermal/camera_info is 640x512 but thermal/image is 160x120; check the remapping")
+    ]

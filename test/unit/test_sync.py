@@ -240,6 +240,19 @@ def test_group_without_rgb_takes_first_present_reference(present):
     assert groups[0].reference == present[0]
 
 
+def test_group_names_each_sensors_frame_id_and_counts_what_was_received():
+    from types import SimpleNamespace as Msg
+
+    sync, clock = make()
+    frames = {m: Msg(header=Msg(frame_id=f"{m}_optical")) for m in ("rgb", "thermal")}
+    for m, msg in frames.items():
+        sync.add(m, T0, msg)
+    clock.advance(100)
+    (group,) = sync.poll().groups
+    assert group.frame_ids == {"rgb": "rgb_optical", "thermal": "thermal_optical"}
+    assert sync.received() == {"rgb": 1, "depth": 0, "thermal": 1}
+
+
 def test_disabled_modality_is_never_waited_for():
     sync, clock = make(modalities=("rgb", "depth"))
     groups, _ = feed_frame(sync, clock, T0, modalities=("rgb", "depth"))
