@@ -59,6 +59,7 @@ from benchmarks._common import cpu_model
 from damcseg_core.data.classes import CITYSCAPES_CLASSES, IGNORE_INDEX, NUM_CLASSES
 from damcseg_core.data.registry import build_dataset
 from damcseg_core.data.targets import valid_objects
+from damcseg_core.eval.conditions import percentile_interval
 from damcseg_core.eval.detection_metrics import DetectionMAP
 from damcseg_core.eval.segmentation_metrics import SegmentationIoU
 from damcseg_core.inference import default_checkpoint
@@ -148,9 +149,7 @@ class Inputs:
 
 
 def _det_target(sample: dict[str, Any], flip: bool, width: int) -> dict[str, torch.Tensor]:
-    keep = torch.as_tensor(
-        valid_objects(sample["boxes"], sample["areas"], sample["occlusion"]), dtype=torch.bool
-    )
+    keep = valid_objects(sample["boxes"], sample["areas"], sample["occlusion"])  # torch in, torch out
     boxes = sample["boxes"][keep].float().clone()
     if flip and len(boxes):
         boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
@@ -295,7 +294,8 @@ def score(
 
 
 def _interval(values: Any) -> list[float]:
-    return [float(np.nanpercentile(values, q)) for q in (5, 95)]
+    """The 90% percentile interval (:func:`~damcseg_core.eval.conditions.percentile_interval`)."""
+    return [float(v) for v in percentile_interval(np.asarray(values), 0.9)]
 
 
 def _lr(step: int, spent: float, recipe: dict[str, Any]) -> float:
