@@ -121,6 +121,11 @@ class StageConfig:
     lr: dict[str, float] = dataclasses.field(default_factory=dict)  # group -> lr; absent or 0 = frozen
     align_loss: bool = True  # include L_align (the paper enables the full DSJL after warm-up)
     modality_dropout: bool = True  # apply modality dropout in this stage
+    # Modules whose parameters are all frozen in this stage run in eval mode: BatchNorm uses and
+    # keeps its running statistics, the branch gate thresholds as at inference. For a stage that
+    # trains one module inside a finished network (the MCN: it then learns to complete features
+    # for the network users run, and the all-sensor outputs stay bit-identical).
+    frozen_eval: bool = False
 
 
 @dataclasses.dataclass

@@ -7,7 +7,8 @@ no group covers, is a :class:`~damcseg_core.config.ConfigError`.
 
 Stages are consecutive fractions of ``total_steps``. In each stage, a group with an lr > 0
 trains at that lr; a group without one is *frozen* (``requires_grad=False``, so AdamW neither
-updates it nor applies weight decay to it; BatchNorm statistics still follow the batches).
+updates it nor applies weight decay to it; BatchNorm statistics still follow the batches unless
+the stage sets ``frozen_eval``, which runs fully frozen modules in eval mode).
 
 Learning rate of group ``g`` at global step ``t`` inside stage ``s`` (steps ``[a, b)``):
 

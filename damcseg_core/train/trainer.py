@@ -50,7 +50,7 @@ from damcseg_core.train.hardware import machine_record
 from damcseg_core.train.modality_dropout import sample_keep_mask
 from damcseg_core.train.schedule import StageSchedule, build_optimizer
 
-__all__ = ["StepBatchSampler", "Trainer", "param_checksum"]
+__all__ = ["StepBatchSampler", "Trainer", "eval_frozen_modules", "param_checksum"]
 
 _DROPOUT_STREAM = 7_777  # separates the modality-dropout generator from the augmentation ones
 
@@ -175,6 +175,28 @@ def check_aspp_rates(model_cfg: Any, crop: tuple[int, int]) -> None:
             f"training; use rates <= {limit} or crops of at least {64 * max(too_big)} px per side",
             stacklevel=2,
         )
+
+
+def eval_frozen_modules(model: torch.nn.Module) -> list[str]:
+    """Put every module that has parameters, none of them trainable, in eval mode.
+
+    Outermost first: a frozen module is switched as a whole (its parameter-free children, such as
+    activations, follow it); a module with some trainable parameter stays in train mode and its
+    children are visited. Returns the names of the modules switched (for logs and tests).
+    """
+    switched: list[str] = []
+
+    def visit(name: str, module: torch.nn.Module) -> None:
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params):
+            module.eval()
+            switched.append(name)
+            return
+        for child_name, child in module.named_children():
+            visit(f"{name}.{child_name}" if name else child_name, child)
+
+    visit("", model)
+    return switched
 
 
 def param_checksum(model: torch.nn.Module) -> float:
@@ -475,6 +497,8 @@ class Trainer:
             kwargs["roi_boxes"] = [b[k] for b, k in zip(batch["boxes"], valid)]
             kwargs["roi_labels"] = [lab[k] for lab, k in zip(batch["labels"], valid)]
         self.model.train()
+        if stage.frozen_eval:
+            eval_frozen_modules(self.model)
         losses = self._ddp(inputs, batch, **kwargs)
         total = losses["total"]
         if not torch.isfinite(total):

@@ -173,6 +173,67 @@ def test_warm_start_loads_matching_weights_and_keeps_the_rest(straight, tmp_path
     assert "warm start from" in capsys.readouterr().out
 
 
+_COMPLETION_ONLY = {
+    "optim": {
+        "groups": {
+            "backbone": ["backbone.input_proj", "backbone.shared"],
+            "det_head": ["backbone.det_blocks", "det_head"],
+            "seg_head": ["backbone.seg_blocks", "global_path", "local_path", "refinement.post_path"],
+            "fusion": ["encoders", "attention", "refinement.dsaf", "refinement.crf"],
+            "completion": ["completion"],
+        }
+    },
+    "augment": {"modality_dropout": 1.0},
+    "val_every": 0,
+}
+
+
+@pytest.mark.parametrize("frozen_eval", [True, False])
+def test_completion_stage_trains_only_the_mcn_and_frozen_eval_keeps_the_network(
+    straight, tmp_path, frozen_eval
+):
+    """A stage that trains the MCN alone inside a finished network (issue #16): with frozen_eval
+    every other weight *and* BatchNorm statistic stays bit-identical, so all-sensor outputs do too;
+    without it the frozen BatchNorm layers still follow the (completed) training batches."""
+    stage = {"name": "completion", "fraction": 1.0, "lr": {"completion": 1e-2}, "frozen_eval": frozen_eval}
+    run(tmp_path, init_from=str(straight / "last.pt"), total_steps=3, stages=[stage], **_COMPLETION_ONLY)
+    before, after = weights(straight / "last.pt"), weights(tmp_path / "last.pt")
+    mcn = [k for k in after if k.startswith("completion.")]
+    assert mcn and any(not torch.equal(before[k], after[k]) for k in mcn)
+    frozen_params = [
+        k for k in after if not k.startswith("completion.") and "running_" not in k and "num_batches" not in k
+    ]
+    assert all(torch.equal(before[k], after[k]) for k in frozen_params)
+    stats = [k for k in after if "running_mean" in k or "running_var" in k]
+    assert stats
+    unchanged_stats = all(torch.equal(before[k], after[k]) for k in stats)
+    assert unchanged_stats == frozen_eval
+
+    model_before, model_after = load_model(straight / "last.pt"), load_model(tmp_path / "last.pt")
+    sample = collate([TinyScenes()[0]])
+    inputs = {m: sample[m] for m in ("rgb", "depth", "thermal")}
+    with torch.no_grad():
+        full_before, full_after = model_before.eval()(inputs), model_after.eval()(inputs)
+    same = torch.equal(full_before.seg_logits, full_after.seg_logits)
+    assert same == frozen_eval
+
+
+def test_frozen_eval_switches_whole_frozen_modules_and_keeps_trainable_ones_training():
+    from damcseg_core.train.trainer import eval_frozen_modules
+
+    net = torch.nn.Sequential(
+        torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2), torch.nn.Dropout()),
+        torch.nn.Sequential(torch.nn.Conv2d(2, 2, 1), torch.nn.BatchNorm2d(2)),
+    ).train()
+    for p in net[0].parameters():
+        p.requires_grad_(False)
+    net[1][1].weight.requires_grad_(False)
+    net[1][1].bias.requires_grad_(False)
+    assert eval_frozen_modules(net) == ["0", "1.1"]
+    assert not net[0].training and not net[0][2].training  # the dropout follows its frozen parent
+    assert net.training and net[1].training and net[1][0].training and not net[1][1].training
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
