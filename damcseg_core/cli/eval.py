@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder for metrics.json and report.html")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    parser.add_argument(
+        "--threads", type=int, default=0,
+        help="CPU threads for torch (0 = torch's default, one per core); e.g. 1 beside a training run",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the protocols' random choices")
     parser.add_argument(
         "--boundary-tolerance-px",
@@ -101,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--bootstrap must be >= 0 resamples (0 = no intervals), got {args.bootstrap}")
     if not 0.0 < args.confidence < 1.0:
         parser.error(f"--confidence must be in (0, 1), e.g. 0.9, got {args.confidence}")
+    if args.threads < 0:
+        parser.error(f"--threads must be >= 1, or 0 for torch's default, got {args.threads}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     shortcuts = {"suite": ROBUSTNESS_SUITE, "completion": COMPLETION_SUITE}
     protocols: list[str] = []
     for p in args.protocol or ["full"]:

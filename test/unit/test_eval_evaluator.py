@@ -183,6 +183,23 @@ def test_cli_protocol_suite_expands_to_default_sweep(monkeypatch, tmp_path, samp
     assert metrics["robustness"]["missing:depth+thermal"] != metrics["robustness"]["full"]
 
 
+def test_cli_threads_sets_torch_threads_and_rejects_negative(monkeypatch, tmp_path, samples, capsys):
+    import torch
+
+    import damcseg_core.data.registry as registry
+    from damcseg_core.cli import eval as cli
+
+    monkeypatch.setattr(registry, "build_dataset", lambda spec: samples)
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    argv = ["--model", "damcseg_tiny", "--data", "x", "--out", str(tmp_path), "--limit", "1", "--no-progress"]
+    assert cli.main([*argv, "--threads", "1"]) == 0 and calls == [1]
+    assert cli.main(argv) == 0 and calls == [1]  # 0 (the default) leaves torch's setting alone
+    with pytest.raises(SystemExit):
+        cli.main([*argv, "--threads", "-2"])
+    assert "--threads must be >= 1, or 0 for torch's default, got -2" in capsys.readouterr().err
+
+
 def test_cli_reports_bad_input(tmp_path, capsys):
     from damcseg_core.cli import eval as cli
 
