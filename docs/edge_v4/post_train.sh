@@ -1,17 +1,19 @@
 #!/bin/bash
 # After runs/edge_v4_mcn finishes (config/train/edge_v4_mcn.yaml): strip the checkpoint, check that
 # everything but the MCN is bit-identical to v3, score the completion protocols on the validation
-# seed (the decision), then on the held-out sets (reporting only).
-#   bash docs/edge_v4/post_train.sh val       # candidate + validation seed 1001 (ideal and realistic sensors)
+# seed next to v3 (the decision), then on the held-out sets (reporting only).
+#   bash docs/edge_v4/post_train.sh val       # candidate and v3 on validation seed 1001 (ideal and realistic sensors)
 #   bash docs/edge_v4/post_train.sh heldout   # seeds 2024, 2025, 2024 with realistic sensors
 set -eo pipefail
 cd "$(dirname "$0")/../.." && source tools/env.sh
 R=${R:-runs/edge_v4_mcn}  # the run directory
 V3=runs/edge_v3_shipped.pt
+V3_VAL=runs/edge_v3_val  # v3 on the validation sets, shared by every run it is compared with
+VAL="synthetic:frames=48,size=256x512,seed=1001"
 REAL="depth=mix,lidar_fraction=0.5,thermal=realistic"
-eval_set() {  # name spec checkpoint
+eval_set() {  # out_dir spec checkpoint
   damcseg-eval --checkpoint "$3" --data "$2" --protocol completion --bootstrap 500 --no-progress \
-     --out "$R/eval_$1" > "$R/eval_$1.log" 2>&1
+     --out "$1" > "$1.log" 2>&1
   date
 }
 case "${1:-val}" in
@@ -27,15 +29,17 @@ outside = [k for k in changed if not k.startswith(mcn)]
 print(f"{len(changed)} tensors changed, all in the MCN / completion flag: {not outside}")
 sys.exit(1 if outside else 0)
 PY
-    eval_set val1001 synthetic:frames=48,size=256x512,seed=1001 $R/candidate.pt
-    eval_set val1001real synthetic:frames=48,size=256x512,seed=1001,$REAL $R/candidate.pt
-    [ -f runs/edge_v4_mcn/eval_val1001real_v3/metrics.json ] ||
-      eval_set val1001real_v3 synthetic:frames=48,size=256x512,seed=1001,$REAL $V3
+    mkdir -p $V3_VAL
+    for name_spec in "val1001 $VAL" "val1001real $VAL,$REAL"; do
+      read -r name spec <<< "$name_spec"
+      eval_set $R/eval_$name "$spec" $R/candidate.pt
+      [ -f $V3_VAL/$name/metrics.json ] || eval_set $V3_VAL/$name "$spec" $V3
+    done
     ;;
   heldout)
-    eval_set 2024 synthetic:frames=48,size=256x512,seed=2024 $R/candidate.pt
-    eval_set 2025 synthetic:frames=200,size=256x512,seed=2025 $R/candidate.pt
-    eval_set 2024real synthetic:frames=48,size=256x512,seed=2024,$REAL $R/candidate.pt
+    eval_set $R/eval_2024 synthetic:frames=48,size=256x512,seed=2024 $R/candidate.pt
+    eval_set $R/eval_2025 synthetic:frames=200,size=256x512,seed=2025 $R/candidate.pt
+    eval_set $R/eval_2024real synthetic:frames=48,size=256x512,seed=2024,$REAL $R/candidate.pt
     ;;
 esac
 echo done

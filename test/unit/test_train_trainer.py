@@ -21,7 +21,7 @@ import yaml
 from damcseg_core.checkpoint import load_checkpoint, load_model
 from damcseg_core.config import from_dict, load_yaml
 from damcseg_core.data.collate import collate
-from damcseg_core.train.config import TrainConfig
+from damcseg_core.train.config import DEFAULT_GROUPS, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 H, W = 64, 128
@@ -174,12 +174,11 @@ def test_warm_start_loads_matching_weights_and_keeps_the_rest(straight, tmp_path
 
 
 _COMPLETION_ONLY = {
+    # The default groups with the MCN moved out of "fusion" into a group of its own.
     "optim": {
         "groups": {
-            "backbone": ["backbone.input_proj", "backbone.shared"],
-            "det_head": ["backbone.det_blocks", "det_head"],
-            "seg_head": ["backbone.seg_blocks", "global_path", "local_path", "refinement.post_path"],
-            "fusion": ["encoders", "attention", "refinement.dsaf", "refinement.crf"],
+            **DEFAULT_GROUPS,
+            "fusion": [p for p in DEFAULT_GROUPS["fusion"] if p != "completion"],
             "completion": ["completion"],
         }
     },
