@@ -131,10 +131,11 @@ class StageTimer:
 
 def instrument(model: torch.nn.Module) -> StageTimer:
     """Hook the stages of ``damcseg.py``'s forward without touching the file."""
-    import damcseg_core.models.damcseg as dm
+    import damcseg_core.models.refinement as rf  # the refinement stage calls these by module name
 
     t = StageTimer()
     t.module("forward (total)", model)
+    t.module("refinement (everything after the dense outputs)", model.refinement)
     for m in MODALITIES:
         t.module(f"encoder {m}", model.encoders[m])
     if model.completion is not None:
@@ -144,14 +145,14 @@ def instrument(model: torch.nn.Module) -> StageTimer:
     t.module("det head (BiFPN + nets)", model.det_head)
     t.function(model.det_head, "postprocess", "det postprocess (decode + NMS)")
     t.module("global path", model.global_path)
-    t.function(dm, "estimate_scene_complexity", "scene complexity")
+    t.function(rf, "estimate_scene_complexity", "scene complexity")
     t.function(model.refinement.dsaf, "target_features", "DSAF target features")
     t.module("DSAF weights (eq. 6-9)", model.refinement.dsaf)
-    t.function(dm, "gate_features", "gate features")
+    t.function(rf, "gate_features", "gate features")
     t.module("local path (roi_align + sub-net + branches)", model.local_path)
     t.module("local sub-net trunk", model.local_path.trunk)
     t.module("local branches (gated)", model.local_path.branches)
-    t.function(dm, "paste_rois", "paste_rois")
+    t.function(rf, "paste_rois", "paste_rois")
     t.module("depth-prior path", model.refinement.post_path)
     t.function(model.refinement.dsaf, "weight_maps", "DSAF weight maps")
     t.function(model.refinement.dsaf, "fuse", "DSAF fuse")

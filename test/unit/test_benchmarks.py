@@ -119,3 +119,36 @@ def test_ratio_between_models_at_different_sizes_is_left_out():
     }
     assert "edge_predictor_extra_latency" not in bench_run.compute_ratios(rows, "512x1024")
     assert "edge_predictor_extra_latency" in bench_run.compute_ratios(rows, "256x512")
+
+
+def test_profile_edge_stage_hooks_fire_and_undo():
+    """``profile_edge.py``'s per-stage breakdown: every named stage of one forward is timed, and
+    removing the hooks restores the wrapped functions (it broke once, silently, when the
+    refinement head took over the stage functions from ``damcseg.py``)."""
+    import torch
+
+    import damcseg_core.models.refinement as rf
+    from benchmarks import profile_edge
+    from damcseg_core.models import build_model
+
+    originals = {n: getattr(rf, n) for n in ("estimate_scene_complexity", "gate_features", "paste_rois")}
+    torch.manual_seed(0)
+    model = build_model("damcseg_edge").eval()
+    inputs = {"rgb": torch.rand(1, 3, 64, 128), "depth": torch.rand(1, 1, 64, 128) * 0.5,
+              "thermal": torch.rand(1, 1, 64, 128)}  # fmt: skip
+    boxes = [torch.tensor([[8.0, 8.0, 40.0, 40.0], [60.0, 20.0, 100.0, 60.0]])]
+    timer = profile_edge.instrument(model)
+    with torch.no_grad():
+        model(inputs, roi_boxes=boxes, roi_labels=[torch.tensor([11, 13])])
+    stages = dict(timer.total)
+    timer.remove()
+    expected = {
+        "forward (total)", "refinement (everything after the dense outputs)", "encoder rgb", "backbone",
+        "det head (BiFPN + nets)", "global path", "scene complexity", "gate features", "paste_rois",
+        "local path (roi_align + sub-net + branches)", "depth-prior path", "DSAF fuse", "CRF",
+    }  # fmt: skip
+    assert expected <= set(stages), f"stages never entered: {sorted(expected - set(stages))}"
+    assert all(v > 0 for v in stages.values())
+    assert stages["refinement (everything after the dense outputs)"] < stages["forward (total)"]
+    assert timer.depth["CRF"] > timer.depth["refinement (everything after the dense outputs)"]
+    assert {n: getattr(rf, n) for n in originals} == originals
