@@ -36,7 +36,9 @@ Held-out sets (seed 2024 48 frames, seed 2025 200 frames) are scored once, with 
 classes our evaluation uses (:class:`~damcseg_core.eval.detection_metrics.DetectionMAP` with the
 COCO protocol, every detection down to score 0.05 and at most 100 per image;
 :class:`~damcseg_core.eval.segmentation_metrics.SegmentationIoU`), with a 90% bootstrap interval
-over frames.
+over frames, for the whole set and per ``condition`` tag of the frames (day / dusk / night / fog;
+#17 asks for a larger lead at night than overall), each with ``ours - peer`` on the same
+resampled frames.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import os
 import platform
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +62,7 @@ from benchmarks._common import cpu_model
 from damcseg_core.data.classes import CITYSCAPES_CLASSES, IGNORE_INDEX, NUM_CLASSES
 from damcseg_core.data.registry import build_dataset
 from damcseg_core.data.targets import valid_objects
-from damcseg_core.eval.conditions import percentile_interval
+from damcseg_core.eval.conditions import CONDITION_ORDER, percentile_interval
 from damcseg_core.eval.detection_metrics import DetectionMAP
 from damcseg_core.eval.segmentation_metrics import SegmentationIoU
 from damcseg_core.inference import default_checkpoint
@@ -186,14 +189,19 @@ def train_step(
 
 
 @torch.inference_mode()
-def frame_stats(peer: str, model: torch.nn.Module, data: Any, to_input: Inputs) -> list[Any]:
-    """Per-frame metric statistics (bootstrappable) of ``model`` on ``data``."""
+def frame_stats(
+    peer: str, model: torch.nn.Module, data: Any, to_input: Inputs, tags: list[str] | None = None
+) -> list[Any]:
+    """Per-frame metric statistics (bootstrappable) of ``model`` on ``data``; with ``tags``, each
+    frame's ``condition`` tag (``unknown`` without one) is appended to it on the way."""
     model.eval()
     out: list[Any] = []
     if _family(peer) == "fcos":
         probe = DetectionMAP(max_detections=AP_MAX_DETECTIONS)
         for i in range(len(data)):
             s = data[i]
+            if tags is not None:
+                tags.append(str(s.get("condition", "unknown")))
             det = model([to_input(s)])[0]
             out.append(
                 probe.sample_stats(
@@ -210,6 +218,8 @@ def frame_stats(peer: str, model: torch.nn.Module, data: Any, to_input: Inputs) 
         probe = SegmentationIoU()
         for i in range(len(data)):
             s = data[i]
+            if tags is not None:
+                tags.append(str(s.get("condition", "unknown")))
             pred = model(to_input(s)[None])["out"].argmax(1)[0]
             out.append(probe.sample_stats(pred.numpy(), s["semantic"].numpy()))
     model.train()
@@ -268,7 +278,8 @@ def score(
     """Point values and 90% bootstrap intervals over frames of ``model`` on ``spec``; with
     ``ours`` (a checkpoint) the same for it and for ``ours - peer`` on the same resampled frames."""
     data = build_dataset(spec)
-    runs = {"peer": frame_stats(peer, model, data, to_input)}
+    tags: list[str] = []
+    runs = {"peer": frame_stats(peer, model, data, to_input, tags)}
     if ours is not None:
         runs["ours"] = ours_stats(peer, ours, data)
     n = len(data)
@@ -290,7 +301,37 @@ def score(
         }
     for name in runs:
         del res[name]["resampled"]
+    res["by_condition"] = by_condition(peer, runs, tags, boots, seed)
     return res
+
+
+def by_condition(
+    peer: str, runs: dict[str, list[Any]], tags: list[str], boots: int, seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """The headline metric per ``condition`` tag (day / dusk / night / fog): point value and 90%
+    bootstrap interval over the tag's frames for each run, and ``ours - peer`` on the same
+    resampled frames. A tag's draws are seeded by ``(seed, tag)``, so they do not depend on the
+    other tags; a tag with a single frame gets point values only (one frame has no spread)."""
+    key = headline(peer)
+    order = [c for c in CONDITION_ORDER if c in tags] + sorted(set(tags) - set(CONDITION_ORDER))
+    out: dict[str, dict[str, Any]] = {}
+    for tag in order:
+        idx = np.flatnonzero(np.asarray(tags) == tag)
+        rng = np.random.default_rng([seed, zlib.crc32(tag.encode())])
+        draws = [idx[rng.integers(0, len(idx), len(idx))] for _ in range(boots if len(idx) > 1 else 0)]
+        row: dict[str, Any] = {"frames": len(idx)}
+        resampled = {}
+        for name, stats in runs.items():
+            point = summarise(peer, stats, idx)
+            resampled[name] = np.asarray([summarise(peer, stats, d)[key] for d in draws])
+            row[name] = {"point": point, "interval_90": _interval(resampled[name]) if draws else None}
+        if "ours" in runs:
+            row["ours_minus_peer"] = {
+                "point": row["ours"]["point"][key] - row["peer"]["point"][key],
+                "interval_90": _interval(resampled["ours"] - resampled["peer"]) if draws else None,
+            }
+        out[tag] = row
+    return out
 
 
 def _interval(values: Any) -> list[float]:
@@ -452,6 +493,14 @@ def main(argv: list[str]) -> int:
                 f", ours - peer {_pct(r['ours_minus_peer']['point'], r['ours_minus_peer']['interval_90'])}"
             )
         print(line)
+        for tag, row in r["by_condition"].items():
+            if "ours" in row and row["ours_minus_peer"]["interval_90"] is not None:
+                print(
+                    f"  {tag} ({row['frames']} frames): {args.peer} "
+                    f"{_pct(row['peer']['point'][k], row['peer']['interval_90'])}, ours "
+                    f"{_pct(row['ours']['point'][k], row['ours']['interval_90'])}, ours - peer "
+                    f"{_pct(row['ours_minus_peer']['point'], row['ours_minus_peer']['interval_90'])}"
+                )
     if args.result:
         args.result.parent.mkdir(parents=True, exist_ok=True)
         args.result.write_text(json.dumps(record, indent=2, default=float))

@@ -85,8 +85,38 @@ def test_segmentation_scoring_perfect_and_constant(frames):
             self.i += 1
             return {"out": torch.nn.functional.one_hot(y, ab.NUM_CLASSES).permute(2, 0, 1)[None].float()}
 
-    stats = ab.frame_stats("lraspp_rgb", Perfect(), frames, ab.Inputs("lraspp_rgb"))
+    tags: list[str] = []
+    stats = ab.frame_stats("lraspp_rgb", Perfect(), frames, ab.Inputs("lraspp_rgb"), tags)
     assert ab.summarise("lraspp_rgb", stats, np.arange(len(frames)))["miou"] == pytest.approx(1.0)
+    assert tags == [str(f["condition"]) for f in frames]
+
+
+def test_scores_per_condition_pair_ours_and_peer_on_the_same_frames(frames):
+    """``by_condition``: rows in the synthetic world's order, frames counted per tag, a point value
+    per tag, an interval only where a tag has more than one frame, and ours - peer per tag."""
+    probe = ab.SegmentationIoU()
+    truth = [f["semantic"].numpy() for f in frames]
+    peer = [probe.sample_stats(t, t) for t in truth]  # perfect
+    ours = [probe.sample_stats(np.zeros_like(t), t) for t in truth]  # everything "road"
+    tags = ["night", "day", "night", "fog"]
+    rows = ab.by_condition("lraspp_rgb", {"peer": peer, "ours": ours}, tags, boots=20)
+    assert list(rows) == ["day", "night", "fog"]
+    assert [rows[t]["frames"] for t in rows] == [1, 2, 1]
+    for tag, row in rows.items():
+        idx = np.flatnonzero(np.asarray(tags) == tag)
+        expected = ab.summarise("lraspp_rgb", ours, idx)["miou"]
+        assert row["peer"]["point"]["miou"] == pytest.approx(1.0)
+        assert row["ours"]["point"]["miou"] == pytest.approx(expected) and expected < 0.5
+        assert row["ours_minus_peer"]["point"] == pytest.approx(expected - 1.0)
+    assert (
+        rows["day"]["peer"]["interval_90"] is None and rows["day"]["ours_minus_peer"]["interval_90"] is None
+    )
+    lo, hi = rows["night"]["ours_minus_peer"]["interval_90"]
+    assert -1.0 <= lo <= hi < 0.0  # ours is worse on every resample
+    assert rows["night"]["peer"]["interval_90"] == pytest.approx([1.0, 1.0])
+    # a tag's draws do not depend on the other tags
+    alone = ab.by_condition("lraspp_rgb", {"peer": peer[::2], "ours": ours[::2]}, tags[::2], boots=20)
+    assert alone["night"]["ours_minus_peer"]["interval_90"] == rows["night"]["ours_minus_peer"]["interval_90"]
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +148,12 @@ def test_run_spends_its_cpu_budget_and_records_it(tiny_run):
     diff = res["ours_minus_peer"]
     assert diff["point"] == pytest.approx(res["ours"]["point"]["map_50"] - res["peer"]["point"]["map_50"])
     assert diff["interval_90"][0] <= diff["interval_90"][1]
+    rows = res["by_condition"]
+    assert sum(row["frames"] for row in rows.values()) == 3
+    for row in rows.values():
+        assert row["ours_minus_peer"]["point"] == pytest.approx(
+            row["ours"]["point"]["map_50"] - row["peer"]["point"]["map_50"], nan_ok=True
+        )  # NaN where a tag's frames hold no valid object
     assert rec["ours"].endswith("ours.pt")
     assert "--budget-min 0.03" in rec["command"] and rec["machine"]["cpu"]
 
