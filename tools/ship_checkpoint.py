@@ -8,8 +8,10 @@ Keeps the weights, the model config, the step, the best metric and the training 
 shipped file still says how it was made); drops the optimizer, schedule and RNG state, which only
 resuming needs. ``--set section.key=value`` changes model-config values that do not change the
 weights' shapes (post-processing settings chosen on a validation seed, e.g. the detection score
-threshold from ``tools/choose_score_threshold.py``). The result loads with
-``damcseg_core.checkpoint.load_model``.
+threshold from ``tools/choose_score_threshold.py``), or turns a module off
+(``refinement.use_crf=false``: its weights are left out, and the tool says which). An override
+that would need weights the checkpoint lacks, or of other shapes, is refused. The result loads
+with ``damcseg_core.checkpoint.load_model``.
 """
 
 from __future__ import annotations
@@ -49,8 +51,25 @@ def main(argv: list[str]) -> int:
             if not sep:
                 ap.error(f"--set needs KEY=VALUE, got {item!r}")
             cfg = deep_merge(cfg, _nested(key, value))
-        new = build_model_from_config(from_dict(ModelConfig, cfg))
-        new.load_state_dict(model.state_dict())  # same shapes, or the override was not post-processing
+        try:
+            new = build_model_from_config(from_dict(ModelConfig, cfg))
+        except (TypeError, ValueError) as exc:
+            raise SystemExit(f"--set {' '.join(args.set)}: not a valid model config: {exc}") from exc
+        state = model.state_dict()
+        target = new.state_dict()
+        missing = sorted(set(target) - set(state))
+        reshaped = sorted(k for k in target.keys() & state.keys() if target[k].shape != state[k].shape)
+        if missing or reshaped:
+            bad = (missing + reshaped)[:4]
+            raise SystemExit(
+                f"--set {' '.join(args.set)} changes the network ({len(missing)} tensors the checkpoint "
+                f"lacks, {len(reshaped)} of another shape, e.g. {bad}); --set only changes settings "
+                "that keep the weights or turns a module off: train a checkpoint with that config instead"
+            )
+        dropped = sorted(set(state) - set(target))
+        new.load_state_dict({k: v for k, v in state.items() if k in target})
+        if dropped:
+            print(f"left out {len(dropped)} tensors of the modules the override turns off: {dropped[:6]}")
         model = new.eval()
     save_checkpoint(
         dst,
