@@ -50,7 +50,6 @@ import os
 import platform
 import sys
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +61,7 @@ from benchmarks._common import cpu_model
 from damcseg_core.data.classes import CITYSCAPES_CLASSES, IGNORE_INDEX, NUM_CLASSES
 from damcseg_core.data.registry import build_dataset
 from damcseg_core.data.targets import valid_objects
-from damcseg_core.eval.conditions import CONDITION_ORDER, percentile_interval
+from damcseg_core.eval.conditions import percentile_interval, row_order, row_rng
 from damcseg_core.eval.detection_metrics import DetectionMAP
 from damcseg_core.eval.segmentation_metrics import SegmentationIoU
 from damcseg_core.inference import default_checkpoint
@@ -313,11 +312,10 @@ def by_condition(
     resampled frames. A tag's draws are seeded by ``(seed, tag)``, so they do not depend on the
     other tags; a tag with a single frame gets point values only (one frame has no spread)."""
     key = headline(peer)
-    order = [c for c in CONDITION_ORDER if c in tags] + sorted(set(tags) - set(CONDITION_ORDER))
     out: dict[str, dict[str, Any]] = {}
-    for tag in order:
+    for tag in row_order(tags)[:-1]:  # the condition rows of the evaluation's table, without "all"
         idx = np.flatnonzero(np.asarray(tags) == tag)
-        rng = np.random.default_rng([seed, zlib.crc32(tag.encode())])
+        rng = row_rng(seed, tag)
         draws = [idx[rng.integers(0, len(idx), len(idx))] for _ in range(boots if len(idx) > 1 else 0)]
         row: dict[str, Any] = {"frames": len(idx)}
         resampled = {}

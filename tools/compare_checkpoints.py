@@ -25,17 +25,15 @@ import torch
 
 from damcseg_core.data.classes import CITYSCAPES_CLASSES
 from damcseg_core.data.registry import build_dataset
-from damcseg_core.eval.conditions import bootstrap_counts, iou_from_confusion, percentile_interval
+from damcseg_core.eval.conditions import (
+    bootstrap_counts,
+    iou_from_confusion,
+    miou_from_confusion,
+    percentile_interval,
+)
 from damcseg_core.eval.evaluator import sample_to_inputs
 from damcseg_core.eval.segmentation_metrics import SegmentationIoU
 from damcseg_core.inference import load_predictor
-
-
-def _miou(confusions: np.ndarray) -> np.ndarray:
-    """mIoU of ``[..., C, C + 1]`` confusion matrices; classes absent from both sides left out."""
-    iou = iou_from_confusion(confusions)
-    finite = ~np.isnan(iou)
-    return np.where(finite.any(-1), np.nansum(iou, -1) / np.maximum(finite.sum(-1), 1), np.nan)
 
 
 def frame_confusions(checkpoint: str, data) -> np.ndarray:
@@ -54,19 +52,19 @@ def compare(confusions: dict[str, np.ndarray], boots: int, seed: int = 0) -> dic
     names = list(confusions)
     n = len(confusions[names[0]])
     counts = bootstrap_counts(n, boots, np.random.default_rng(seed))  # [boots, n], shared by all
-    resampled = {k: _miou(np.einsum("rn,nij->rij", counts, v)) for k, v in confusions.items()}
+    resampled = {k: miou_from_confusion(np.einsum("rn,nij->rij", counts, v)) for k, v in confusions.items()}
     totals = {k: v.sum(0) for k, v in confusions.items()}
+    points = {k: float(miou_from_confusion(t)) for k, t in totals.items()}
     base = names[0]
     out: dict = {"frames": n, "boots": boots, "base": base, "checkpoints": {}}
     for k in names:
-        point = float(_miou(totals[k]))
-        row = {"miou": point, "interval_90": percentile_interval(resampled[k]).tolist()}
+        row = {"miou": points[k], "interval_90": percentile_interval(resampled[k]).tolist()}
         if k != base:
             diff = resampled[k] - resampled[base]
             lo, hi = percentile_interval(diff).tolist()
             per_class = iou_from_confusion(totals[k]) - iou_from_confusion(totals[base])
             row["minus_base"] = {
-                "point": point - float(_miou(totals[base])),
+                "point": points[k] - points[base],
                 "interval_90": [lo, hi],
                 "outside_noise": bool(lo > 0 or hi < 0),
                 "iou_per_class": {c: None if np.isnan(v) else float(v) for c, v in zip(CITYSCAPES_CLASSES, per_class)},

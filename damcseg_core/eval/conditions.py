@@ -65,8 +65,11 @@ __all__ = [
     "bootstrap_counts",
     "default_comparisons",
     "iou_from_confusion",
+    "miou_from_confusion",
     "percentile_interval",
     "protocol_label",
+    "row_order",
+    "row_rng",
 ]
 
 KEY_CLASSES: tuple[str, ...] = ("person", "rider", "car", "bicycle")
@@ -89,6 +92,12 @@ def iou_from_confusion(confusion: np.ndarray) -> np.ndarray:
     union = conf.sum(axis=-1) + conf[..., :c].sum(axis=-2) - tp
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, tp / union, np.nan)
+
+
+def miou_from_confusion(confusion: np.ndarray) -> np.ndarray:
+    """mIoU of confusion matrices ``[..., C, C + 1]`` -> ``[...]``: the mean of
+    :func:`iou_from_confusion` over the classes present (NaN where none is)."""
+    return _nanmean(iou_from_confusion(confusion))
 
 
 def _nanmean(x: np.ndarray) -> np.ndarray:
@@ -170,13 +179,16 @@ def _comparison_label(a: str, b: str, labels: dict[str, str]) -> str:
     return f"{labels.get(a, a)} - {labels.get(b, b)}"
 
 
-def _row_order(conditions: Sequence[str]) -> list[str]:
+def row_order(conditions: Sequence[str]) -> list[str]:
+    """The rows for frames tagged ``conditions``: :data:`CONDITION_ORDER` first, other tags
+    alphabetically, ``all`` last."""
     tags = set(conditions)
     known = [c for c in CONDITION_ORDER if c in tags]
     return [*known, *sorted(tags - set(known)), "all"]
 
 
-def _row_rng(seed: int, row: str) -> np.random.Generator:
+def row_rng(seed: int, row: str) -> np.random.Generator:
+    """The bootstrap generator of one row, seeded by ``(seed, row)``: independent of the other rows."""
     return np.random.default_rng([int(seed), zlib.crc32(row.encode("utf-8"))])
 
 
@@ -379,7 +391,7 @@ class ConditionTable:
             )
             for name in protocols
         }
-        rows = _row_order(conditions.tolist())
+        rows = row_order(conditions.tolist())
         cells: dict[str, dict[str, Any]] = {}
         diffs: list[dict[str, Any]] = [
             {"a": a, "b": b, "label": _comparison_label(a, b, labels), "cells": {}} for a, b in pairs
@@ -389,7 +401,7 @@ class ConditionTable:
             sel = np.ones(len(frame_ids), bool) if row == "all" else conditions == row
             n = int(sel.sum())
             counts[row] = n
-            weights = bootstrap_counts(n, resamples, _row_rng(seed, row)) if resamples and n > 1 else None
+            weights = bootstrap_counts(n, resamples, row_rng(seed, row)) if resamples and n > 1 else None
             point, boot = {}, {}
             for name in protocols:
                 c, e = conf[name][sel], extra[name][sel]

@@ -110,9 +110,9 @@ def test_bootstrap_matches_a_frame_by_frame_resampling_loop():
         table.add("full", i, "dusk", c)
     got = table.compute(resamples=resamples, confidence=0.8, seed=seed)["cells"]["dusk"]["full"]
     # Same draws as the table's (the row generator), summed one frame at a time.
-    from damcseg_core.eval.conditions import _row_rng
+    from damcseg_core.eval.conditions import row_rng
 
-    draws = _row_rng(seed, "dusk").integers(0, n, size=(resamples, n))
+    draws = row_rng(seed, "dusk").integers(0, n, size=(resamples, n))
     mious = []
     for row in draws:
         seg = SegmentationIoU()
