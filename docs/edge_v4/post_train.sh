@@ -5,30 +5,14 @@
 #   bash docs/edge_v4/post_train.sh val       # candidate and v3 on validation seed 1001 (ideal and realistic sensors)
 #   bash docs/edge_v4/post_train.sh heldout   # seeds 2024, 2025, 2024 with realistic sensors
 set -eo pipefail
-cd "$(dirname "$0")/../.." && source tools/env.sh
+cd "$(dirname "$0")/../.." && source tools/env.sh && source tools/post_train_lib.sh
 R=${R:-runs/edge_v4_mcn}  # the run directory
 V3=runs/edge_v3_shipped.pt
 V3_VAL=runs/edge_v3_val  # v3 on the validation sets, shared by every run it is compared with
-VAL="synthetic:frames=48,size=256x512,seed=1001"
-REAL="depth=mix,lidar_fraction=0.5,thermal=realistic"
-eval_set() {  # out_dir spec checkpoint
-  damcseg-eval --checkpoint "$3" --data "$2" --protocol completion --bootstrap 500 --no-progress \
-     --out "$1" > "$1.log" 2>&1
-  date
-}
 case "${1:-val}" in
   val)
     python tools/ship_checkpoint.py $R/last.pt $R/candidate.pt
-    python - "$V3" "$R/candidate.pt" <<'PY'
-import sys, torch
-from damcseg_core.checkpoint import load_checkpoint
-a, b = (load_checkpoint(p)["model"] for p in sys.argv[1:3])
-mcn = ("completion.", "attention.completion_embed")
-changed = sorted(k for k in a if not torch.equal(a[k], b[k]))
-outside = [k for k in changed if not k.startswith(mcn)]
-print(f"{len(changed)} tensors changed, all in the MCN / completion flag: {not outside}")
-sys.exit(1 if outside else 0)
-PY
+    only_mcn_changed "$V3" "$R/candidate.pt"
     mkdir -p $V3_VAL
     for name_spec in "val1001 $VAL" "val1001real $VAL,$REAL"; do
       read -r name spec <<< "$name_spec"

@@ -5,21 +5,14 @@
 #   bash docs/edge_v5/post_train.sh val        # candidate checkpoint, checks, v4 vs v5 on seed 1001 (the decision)
 #   bash docs/edge_v5/post_train.sh heldout    # seeds 2024, 2025, 2024 realistic; peers paired (reporting only)
 set -eo pipefail
-cd "$(dirname "$0")/../.." && source tools/env.sh
+cd "$(dirname "$0")/../.." && source tools/env.sh && source tools/post_train_lib.sh
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 R=runs/edge_v5
 M=runs/edge_v5_mcn
 CK=$M/candidate.pt
 V4=${V4:-damcseg_core/weights/damcseg_edge.pt}  # edge v4, as shipped before v5
-VAL="synthetic:frames=48,size=256x512,seed=1001"
-REAL="depth=mix,lidar_fraction=0.5,thermal=realistic"
 S2024="synthetic:frames=48,size=256x512,seed=2024"
 S2025="synthetic:frames=200,size=256x512,seed=2025"
-eval_set() {  # out_dir spec checkpoint
-  damcseg-eval --checkpoint "$3" --data "$2" --protocol completion --bootstrap 500 --no-progress \
-     --out "$1" > "$1.log" 2>&1
-  date
-}
 case "${1:-val}" in
   threshold)
     python tools/choose_score_threshold.py $R/best.pt --data $VAL --out $R/threshold.json
@@ -28,16 +21,7 @@ case "${1:-val}" in
   val)
     python tools/ship_checkpoint.py $M/last.pt $CK
     # The MCN stage is frozen_eval: everything but the MCN / completion flag must equal v5's best.pt.
-    python - "$R/best.pt" "$CK" <<'PY'
-import sys, torch
-from damcseg_core.checkpoint import load_checkpoint
-a, b = (load_checkpoint(p)["model"] for p in sys.argv[1:3])
-mcn = ("completion.", "attention.completion_embed")
-changed = sorted(k for k in a if not torch.equal(a[k], b[k]))
-outside = [k for k in changed if not k.startswith(mcn)]
-print(f"{len(changed)} tensors changed, all in the MCN / completion flag: {not outside}")
-sys.exit(1 if outside else 0)
-PY
+    only_mcn_changed $R/best.pt $CK
     python tools/compare_checkpoints.py --data $VAL $V4 $CK --out $M/compare_val1001.json | tee $M/compare_val1001.log
     eval_set $M/eval_val1001 "$VAL" $CK
     eval_set $M/eval_val1001real "$VAL,$REAL" $CK
