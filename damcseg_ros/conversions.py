@@ -28,6 +28,7 @@ __all__ = [
     "SUPPORTED",
     "ImageConversionError",
     "array_to_image",
+    "blank_value",
     "check_image",
     "depth_from_image",
     "depth_value_faults",
@@ -219,6 +220,24 @@ def depth_value_faults(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[s
         "inf": int(np.count_nonzero(np.isinf(arr))),
         "negative": int(np.count_nonzero(arr < 0)),  # -inf counts as inf and as negative
     }
+
+
+def blank_value(array: np.ndarray) -> tuple[float, ...] | None:
+    """The pixel value (one entry per channel) that every pixel of a converted frame holds, or
+    ``None`` when the frame varies.
+
+    A frame without any variation (a camera publishing black or frozen single-colour frames, a
+    depth sensor with no valid return) carries no information about the scene; the node treats it
+    as a dropped sensor (parameter ``blank_frames``). Exact equality, so a dark but noisy night
+    frame is never blank.
+    """
+    if array.size == 0:
+        return None
+    flat = array.reshape(array.shape[0] * array.shape[1], -1) if array.ndim >= 2 else array.reshape(-1, 1)
+    first = flat[0]
+    if not (flat == first).all():
+        return None
+    return tuple(float(v) for v in first)
 
 
 def thermal_from_image(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

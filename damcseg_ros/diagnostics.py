@@ -10,7 +10,7 @@ with values ``state``, ``rate_hz``, ``age_s``, ``received``, ``dropped``, ``inva
 ``completed_by_model`` and one counter per fault (``invalid_<kind>`` for rejected messages,
 ``zero_stamp`` / ``future_stamp`` / ``duplicate`` / ``out_of_order`` / ``too_late`` for dropped
 stamps, ``nan_frames`` / ``inf_frames`` / ``negative_frames`` / ``no_valid_frames`` for depth
-values, ``resolution_changes``). Plus one ``"damcseg: pipeline"`` status with processing time,
+values, ``blank_frames`` for frames whose pixels all hold one value, ``resolution_changes``). Plus one ``"damcseg: pipeline"`` status with processing time,
 end-to-end latency (clock now - frame stamp), groups / frames / drops (``frames + errors +
 dropped == groups`` once the worker is idle), invalid inputs, synchroniser resets, groups whose
 sensors name different frame_ids, the mean number of published boxes per frame since the

@@ -8,6 +8,8 @@ this class keeps the counters that ``/diagnostics`` shows and decides what to lo
 * stamps the synchroniser dropped (counted by the synchroniser, explained here),
 * depth values without a range (``nan_frames``, ``inf_frames``, ``negative_frames``,
   ``no_valid_frames``: the frame is still processed),
+* blank frames (``blank_frames``: every pixel one value, e.g. a dead camera's black frames; the
+  node completes that sensor or keeps the frame, parameter ``blank_frames``),
 * resolution changes, synchroniser resets, sensor state changes, frame_id mismatches.
 
 A reason is logged at most once per ``LOG_PERIOD_S`` per (sensor, kind of fault): each key has
@@ -41,6 +43,7 @@ FAULT_COUNTERS = (
     *SYNC_DROP_COUNTERS,
     *(f"{kind}_frames" for kind in DEPTH_VALUE_KINDS),
     "no_valid_frames",
+    "blank_frames",
     "resolution_changes",
 )
 """Per-sensor fault counters on ``/diagnostics``, in the order they are listed there."""
@@ -188,9 +191,26 @@ class InputHealth:
             self.log_limited(
                 "depth-no_valid",
                 "warning",
-                "depth image has no valid pixel (all 0, NaN, inf or negative): processed as a depth "
-                "frame without information; check the depth camera",
+                "depth image has no valid pixel (all 0, NaN, inf or negative); check the depth camera",
             )
+
+    def blank_frame(self, modality: str, value: tuple[float, ...], completed: bool) -> None:
+        """A frame of ``modality`` whose every pixel is ``value`` (``conversions.blank_value``).
+
+        ``completed``: the node dropped it for this frame (parameter ``blank_frames: complete``);
+        otherwise it is fed to the model as it is (``keep``, or every sensor of the frame blank).
+        """
+        self.faults[modality]["blank_frames"] += 1
+        shown = f"{value[0]:g}" if len(value) == 1 else "(" + ", ".join(f"{v:g}" for v in value) + ")"
+        if completed:
+            action = "treated as a dropped sensor and completed by the model (blank_frames: complete)"
+        else:
+            action = "processed as it is (blank_frames: keep, or no other sensor to complete it from)"
+        self.log_limited(
+            f"{modality}-blank",
+            "warning",
+            f"{modality} image is blank (every pixel {shown}): {action}; check the {modality} camera",
+        )
 
     # ------------------------------------------------------------------ per group
     def sync_result(self, reset: bool, events: Iterable[Any]) -> None:

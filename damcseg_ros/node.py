@@ -254,6 +254,14 @@ class DamcsegNode(LifecycleNode):
         inputs = {m: conversions.to_modality(group.items[m], m, self.p.max_pixels) for m in group.present}
         if "depth" in inputs:  # pixels without a range: counted, the frame is still processed
             self._health.depth_frame(group.items["depth"], inputs["depth"], self.p.max_pixels)
+        blank = {m: v for m in inputs if (v := conversions.blank_value(inputs[m])) is not None}
+        # A frame without variation says nothing about the scene: complete that sensor instead, as
+        # for a dropped one, unless no other sensor is left to complete it from.
+        complete = self.p.blank_frames == "complete" and len(blank) < len(inputs)
+        for m, value in blank.items():
+            self._health.blank_frame(m, value, complete)
+            if complete:
+                del inputs[m]
         header = group.items[group.reference].header
         result = self._predictor.predict(inputs)
         out = self._out

@@ -41,6 +41,7 @@ __all__ = [
 
 RELIABILITIES = ("best_effort", "reliable")
 CLASS_ID_FORMATS = ("name", "id")
+BLANK_FRAME_POLICIES = ("complete", "keep")
 BACKENDS = ("torch", "onnxruntime")
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
@@ -160,6 +161,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         )
         for m in MODALITIES
     ),
+    ParamSpec(
+        "blank_frames",
+        "complete",
+        "A frame whose pixels all hold one value (a dead camera's black frames, depth without any "
+        "valid return): 'complete' treats that sensor as dropped for the frame (the completion "
+        "network fills it in, <sensor>_present is false on ~/scene_complexity); 'keep' feeds it to "
+        "the model as it is.",
+        choices=BLANK_FRAME_POLICIES,
+    ),
     ParamSpec("use_camera_info", False, "Also subscribe to <input>/camera_info and check its size."),
     ParamSpec(
         "qos_reliability",
@@ -244,6 +254,7 @@ class NodeParams:
     min_confidence: float
     score_threshold: float  # publishing filter and LabelInfo.threshold
     class_id_format: str
+    blank_frames: str  # complete | keep
     use_camera_info: bool
     qos_reliability: str
     qos_depth: int

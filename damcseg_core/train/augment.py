@@ -9,7 +9,7 @@ Objects without any instance pixels to begin with (datasets with boxes only) kee
 geometrically transformed, clipped box.
 
 Order: horizontal flip -> scale with crop/pad to the training size (or tiny-target zoom
-instead) -> colour jitter (RGB only) -> random occlusion. Every random choice comes from the
+instead) -> colour jitter (RGB only) -> random occlusion -> sensor fault. Every random choice comes from the
 ``torch.Generator`` passed in, so a sample's augmentation is a function of its seed (resume
 and DDP reproduce it exactly).
 
@@ -23,6 +23,12 @@ and DDP reproduce it exactly).
 * **Colour jitter**: brightness, contrast, saturation, hue (torchvision semantics) on ``rgb``.
 * **Random occlusion**: 1..``occlusion_max_rects`` rectangles set to 0 on every modality (for
   depth, 0 means invalid); labels are kept, so the model learns to segment behind occluders.
+* **Sensor fault** (``sensor_fault``): one present modality, drawn uniformly, becomes an all-zero
+  frame that is still marked present (labels kept) - a camera that publishes black frames, or a
+  depth sensor that returns no valid pixel. Unlike modality dropout the model is not told that the
+  sensor failed, so it must learn not to trust a blank frame (the ``zero-fill:<m>`` protocol of
+  :mod:`damcseg_core.eval.protocols` measures exactly this). Edge v5, trained without occlusion or
+  this fault, fell to 1.5 mIoU with a black thermal frame.
 * **Modality dropout** lives in :mod:`damcseg_core.train.modality_dropout` (per-sample keep
   masks, subset weights, schedule); :func:`sample_modality_subset` is the old one-draw-per-batch
   interface kept for compatibility.
@@ -53,6 +59,7 @@ __all__ = [
     "resize_crop",
     "sample_modality_subset",
     "seed_for",
+    "sensor_fault",
 ]
 
 _PIXEL_KEYS = ("rgb", "depth", "thermal", "semantic", "instance")
@@ -249,6 +256,16 @@ def random_occlusion(sample: dict[str, Any], g: torch.Generator, cfg: AugmentCon
     return sample
 
 
+def sensor_fault(sample: dict[str, Any], g: torch.Generator) -> dict[str, Any]:
+    """Replace one present modality, drawn uniformly, by zeros; it stays present (labels kept)."""
+    present = [m for m in MODALITIES if m in sample]
+    if not present:
+        return sample
+    m = present[int(torch.randint(len(present), (), generator=g))]
+    sample[m] = torch.zeros_like(sample[m])
+    return sample
+
+
 def sample_modality_subset(g: torch.Generator, present: tuple[str, ...], p: float) -> tuple[str, ...]:
     """Modalities to keep for one whole batch (the old per-batch modality dropout).
 
@@ -322,6 +339,8 @@ class Augmenter:
             s["rgb"] = color_jitter(s["rgb"], g, cfg)
         if _chance(g, cfg.occlusion):
             s = random_occlusion(s, g, cfg)
+        if _chance(g, cfg.sensor_fault):  # draws nothing at 0: older configs stay bit-identical
+            s = sensor_fault(s, g)
         return refresh_objects(s, had)
 
 

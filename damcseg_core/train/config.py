@@ -67,6 +67,9 @@ class AugmentConfig:
     occlusion: float = 0.3  # probability of random occlusion (cutout on every modality)
     occlusion_max_rects: int = 2  # up to this many rectangles
     occlusion_max_frac: float = 0.25  # each rectangle's side is at most this fraction of the image side
+    # probability that one present sensor becomes an all-zero frame still marked present (a dead
+    # camera the driver does not report); 0 = off
+    sensor_fault: float = 0.0
     tiny_zoom: float = 0.2  # probability of tiny-target zoom ("super-resolution enhancement")
     tiny_zoom_factor: float = 2.0  # magnification of the crop around a tiny object
     tiny_zoom_area: int = 1024  # objects below this visible area (px) are zoom candidates
@@ -85,7 +88,14 @@ class AugmentConfig:
     modality_dropout_start: float = 0.0
 
     def __post_init__(self) -> None:
-        probabilities = ("hflip", "color_jitter", "occlusion", "tiny_zoom", "modality_dropout")
+        probabilities = (
+            "hflip",
+            "color_jitter",
+            "occlusion",
+            "sensor_fault",
+            "tiny_zoom",
+            "modality_dropout",
+        )
         for name in (*probabilities, "modality_dropout_start"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

@@ -366,6 +366,14 @@ FAULTS = [
     Fault("all_zero_depth", {"depth": lambda s, _: set_stamp(array_to_image(np.zeros((H, W), np.uint16), "16UC1"), s)},
           "depth", "no_valid_frames", "depth image has no valid pixel (all 0, NaN, inf or negative)",
           output_stamp=lambda s: s),
+    Fault("black_thermal_frame",
+          {"thermal": lambda s, _: set_stamp(array_to_image(np.zeros((H, W), np.uint16), "mono16"), s)},
+          "thermal", "blank_frames", "thermal image is blank (every pixel 0): treated as a dropped sensor and "
+          "completed by the model (blank_frames: complete); check the thermal camera", output_stamp=lambda s: s),
+    Fault("frozen_grey_rgb_frame",
+          {"rgb": lambda s, _: set_stamp(array_to_image(np.full((H, W, 3), 128, np.uint8), "rgb8"), s)},
+          "rgb", "blank_frames", "rgb image is blank (every pixel (128, 128, 128)): treated as a dropped sensor",
+          output_stamp=lambda s: s),
     Fault("mismatched_frame_id",
           {"depth": lambda s, _: set_stamp(good("depth", s), s, "depth_optical"),
            "thermal": lambda s, _: set_stamp(good("thermal", s), s, "thermal_optical")},
@@ -424,6 +432,31 @@ def test_bad_input_is_survived_counted_logged_once_and_good_frames_follow(kit, s
     logged = proc.log().count(fault.log) - logged_before
     assert 1 <= logged < fault.ticks, f"reason logged {logged} times for {fault.ticks} bad frames"
     assert rss_mb(proc.proc.pid) - rss_before < RSS_LIMIT_MB
+
+
+def test_black_thermal_frame_is_completed_not_fed_to_the_model(kit, system):
+    """A dead thermal camera publishing black frames: those frames are processed as thermal
+    dropped and completed (blank_frames: complete), the other sensors as they are."""
+    stream, scene = system["stream"], system["scene"]
+    wait_all_ok(kit, system)
+    black = {"thermal": lambda s, _: set_stamp(array_to_image(np.zeros((H, W), np.uint16), "mono16"), s)}
+    bad = set(stream.inject(black, 3))
+    outs = kit.wait_for(
+        lambda: (got := [m for _, m in list(scene.items) if stamp_of(m) in bad]) and got,
+        10.0,
+        "a scene_complexity output for a black thermal frame",
+    )
+    for msg in outs:
+        assert (msg.rgb_present, msg.depth_present, msg.thermal_present) == (True, True, False)
+        assert (msg.rgb_completed, msg.depth_completed, msg.thermal_completed) == (False, False, True)
+        assert msg.thermal_weight > 0  # the completed thermal features still take part in the fusion
+    good_out = kit.wait_for(
+        lambda: next((m for _, m in scene.after(max(bad) + 1) if m.thermal_present), None),
+        10.0,
+        "an output with real thermal again",
+    )
+    assert not good_out.thermal_completed
+    assert_alive(system)
 
 
 def test_burst_at_10x_rate_is_dropped_newest_wins_and_every_group_is_accounted(kit, system):

@@ -10,6 +10,7 @@ import pytest
 from damcseg_ros.conversions import (
     ImageConversionError,
     array_to_image,
+    blank_value,
     depth_from_image,
     image_to_array,
     rgb_from_image,
@@ -175,3 +176,27 @@ def test_array_to_image_rejects_mismatched_array():
     pytest.importorskip("sensor_msgs.msg")
     with pytest.raises(ImageConversionError, match="does not fit encoding 'rgb8'"):
         array_to_image(MONO8, "rgb8")
+
+
+@pytest.mark.parametrize(
+    ("array", "expected"),
+    [
+        (np.zeros((4, 6), np.float32), (0.0,)),  # a black thermal or an all-invalid depth frame
+        (np.full((4, 6, 3), (255, 0, 0), np.uint8), (255.0, 0.0, 0.0)),  # one colour everywhere
+        (np.full((4, 6, 3), 128, np.uint8), (128.0, 128.0, 128.0)),
+        (np.zeros((0, 6), np.float32), None),  # empty: not blank, refused elsewhere
+    ],
+)
+def test_blank_value_is_the_one_value_of_a_frame_without_variation(array, expected):
+    assert blank_value(array) == expected
+
+
+@pytest.mark.parametrize("modality", ["rgb", "thermal"])
+def test_a_dark_noisy_frame_or_one_differing_pixel_is_not_blank(modality):
+    rng = np.random.default_rng(0)
+    shape = (32, 48, 3) if modality == "rgb" else (32, 48)
+    night = rng.integers(0, 3, shape).astype(np.uint8)  # sensor noise at 0-2 counts
+    assert blank_value(night) is None
+    one_off = np.zeros(shape, np.uint8)
+    one_off[-1, -1] = 1
+    assert blank_value(one_off) is None

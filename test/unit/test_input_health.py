@@ -118,6 +118,29 @@ def test_depth_values_count_frames_not_pixels(health):
     assert [lvl for lvl, _ in log.lines] == ["info", "warning", "warning"]
 
 
+@pytest.mark.parametrize(
+    ("modality", "value", "completed", "text"),
+    [
+        ("thermal", (0.0,), True, "thermal image is blank (every pixel 0): treated as a dropped sensor and "
+         "completed by the model (blank_frames: complete); check the thermal camera"),
+        ("rgb", (128.0, 128.0, 128.0), False, "rgb image is blank (every pixel (128, 128, 128)): processed as "
+         "it is (blank_frames: keep, or no other sensor to complete it from); check the rgb camera"),
+    ],
+)  # fmt: skip
+def test_a_blank_frame_is_counted_every_time_and_explained_once_per_period(
+    health, modality, value, completed, text
+):
+    h, log, clock = health
+    for _ in range(3):
+        h.blank_frame(modality, value, completed)
+    assert h.faults[modality]["blank_frames"] == 3
+    assert log.lines == [("warning", text)]
+    clock.t += LOG_PERIOD_S + 1
+    h.blank_frame(modality, value, completed)
+    assert log.lines == [("warning", text)] * 2
+    assert all(h.faults[m]["blank_frames"] == 0 for m in ("rgb", "depth", "thermal") if m != modality)
+
+
 def test_fault_counts_are_listed_in_order_with_the_synchroniser_drops(health):
     h, _, _ = health
     h.rejected("rgb", "empty", "x")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 
 import pytest
 import torch
@@ -109,6 +110,42 @@ def test_random_occlusion_blanks_all_modalities_but_keeps_labels():
     assert blank.sum() > 0
     assert (s["depth"][0][blank] == 0).all() and (s["thermal"][0][blank] == 0).all()
     assert torch.equal(s["semantic"], _sample()["semantic"])
+
+
+def test_sensor_fault_blanks_one_sensor_that_stays_present_and_keeps_labels():
+    cfg = AugmentConfig(
+        hflip=0, scale_min=1, scale_max=1, color_jitter=0, occlusion=0, tiny_zoom=0, sensor_fault=1.0
+    )
+    base = Augmenter(dataclasses.replace(cfg, sensor_fault=0.0), (H, W))(_sample(), generator_for(3))
+    blanked = collections.Counter()
+    for seed in range(60):
+        s = Augmenter(cfg, (H, W))(_sample(), generator_for(seed))
+        dead = [m for m in ("rgb", "depth", "thermal") if not s[m].any()]
+        assert len(dead) == 1, dead  # exactly one sensor, the others untouched
+        assert all(torch.equal(s[m], base[m]) for m in ("rgb", "depth", "thermal") if m not in dead)
+        assert s["present"].tolist() == [True, True, True]  # the model is not told
+        assert torch.equal(s["semantic"], base["semantic"]) and torch.equal(s["boxes"], base["boxes"])
+        blanked[dead[0]] += 1
+    assert set(blanked) == {"rgb", "depth", "thermal"} and min(blanked.values()) >= 10
+
+
+def test_sensor_fault_off_draws_nothing():
+    """At 0 the fault takes no random draw, so every earlier config's augmentation is unchanged;
+    a tiny non-zero rate takes exactly one more draw (it never fires at 1e-12)."""
+    cfg = AugmentConfig(occlusion=0.5, sensor_fault=0.0)
+    g_off, g_on = generator_for(11), generator_for(11)
+    a = Augmenter(cfg, (H, W))(_sample(), g_off)
+    b = Augmenter(dataclasses.replace(cfg, sensor_fault=1e-12), (H, W))(_sample(), g_on)
+    for key in ("rgb", "depth", "thermal", "semantic", "boxes"):
+        assert torch.equal(a[key], b[key]), key
+    torch.rand((), generator=g_off)  # the draw the non-zero rate took
+    assert torch.equal(g_off.get_state(), g_on.get_state())
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_sensor_fault_must_be_a_probability(value):
+    with pytest.raises(ValueError, match=r"augment.sensor_fault is a probability"):
+        AugmentConfig(sensor_fault=value)
 
 
 def test_tiny_zoom_magnifies_the_tiny_object():
