@@ -182,6 +182,9 @@ class RefinementConfig:
     """Scene complexity, DSAF weighting, local-branch gating and CRF (paper Sec. III.D-E)."""
 
     use_crf: bool = True  # run the lightweight mean-field CRF on the fused logits
+    # run the local ROI path; False: DSAF fuses the global and depth-prior paths only (the local
+    # path's weights stay in the checkpoint, unused). Measured per checkpoint, see the README.
+    use_local: bool = True
     crf: CRFConfig = dataclasses.field(default_factory=CRFConfig)  # CRF settings (3 iterations)
     dsaf: DSAFConfig = dataclasses.field(default_factory=DSAFConfig)  # initial eq. 6 parameters
     gate: BranchGateConfig = dataclasses.field(default_factory=BranchGateConfig)  # local branches + gate

@@ -196,7 +196,7 @@ class RefinementHead(nn.Module):
         local_logits = torch.zeros_like(global_logits)
         local_cov = global_logits.new_zeros(b, 1, hw, ww)
         gate_cost = global_logits.new_zeros(())
-        if sum(len(x) for x in use_boxes):
+        if self.config.refinement.use_local and sum(len(x) for x in use_boxes):
             gates = gate_features(sizes, ambiguity, scene.S, use_scores, scene.box_edge_density)
             roi_logits, gate_cost = run_local(dense.image_stack, dense.seg_feature, use_boxes, gates)
             local_logits, local_cov = paste_rois(roi_logits, work_boxes, b, hw, ww)

@@ -134,6 +134,26 @@ def test_roi_boxes_drive_local_and_post_paths(tiny):
     assert [tuple(t.shape) for t in out.target_alpha_beta_gamma] == [(1, 3), (0, 3)]
 
 
+def test_local_path_off_fuses_global_and_depth_prior_only():
+    """refinement.use_local = False: the local path never runs and covers nothing, the depth-prior
+    path still refines the same boxes, and the weights are the same model's."""
+    torch.manual_seed(0)
+    on = build_model("damcseg_tiny").eval()
+    off = build_model("damcseg_tiny", refinement={"use_local": False}).eval()
+    off.load_state_dict(on.state_dict())
+    off.local_path.forward = lambda *a, **k: pytest.fail("the local path ran with use_local = False")
+    boxes = [torch.tensor([[8.0, 8.0, 40.0, 56.0]])]
+    labels = [torch.tensor([13])]
+    inputs = make_inputs(("rgb", "depth"), b=1)
+    with torch.no_grad():
+        a = on(inputs, roi_boxes=boxes, roi_labels=labels)
+        b = off(inputs, roi_boxes=boxes, roi_labels=labels)
+        no_boxes = off(inputs)  # the untrained head detects nothing
+    assert a.seg_logits.shape == b.seg_logits.shape and torch.isfinite(b.seg_logits).all()
+    assert not torch.allclose(a.seg_logits, b.seg_logits)  # the local path had changed the output
+    assert not torch.allclose(b.seg_logits, no_boxes.seg_logits)  # the depth prior still uses the box
+
+
 @pytest.mark.parametrize(
     ("inputs", "message"),
     [
