@@ -233,11 +233,12 @@ def blank_value(array: np.ndarray) -> tuple[float, ...] | None:
     """
     if array.size == 0:
         return None
+    # Per-channel min and max: two reductions on the node's hot path, no frame-sized temporary.
     flat = array.reshape(array.shape[0] * array.shape[1], -1) if array.ndim >= 2 else array.reshape(-1, 1)
-    first = flat[0]
-    if not (flat == first).all():
+    lo, hi = flat.min(axis=0), flat.max(axis=0)
+    if (lo != hi).any():
         return None
-    return tuple(float(v) for v in first)
+    return tuple(float(v) for v in lo)
 
 
 def thermal_from_image(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -337,6 +337,7 @@ class Fault:
     output_hw: tuple[int, int] = (H, W)
 
 
+BLACK_THERMAL = {"thermal": lambda s, _: set_stamp(array_to_image(np.zeros((H, W), np.uint16), "mono16"), s)}
 BIG = 1000  # 1000x1000 rgb8: a real 3 MB payload above max_pixels
 FAULTS = [
     Fault("unknown_encoding", {"rgb": lambda s, _: raw("yuv422", H, W, 2 * W, H * 2 * W, s)}, "rgb",
@@ -366,8 +367,7 @@ FAULTS = [
     Fault("all_zero_depth", {"depth": lambda s, _: set_stamp(array_to_image(np.zeros((H, W), np.uint16), "16UC1"), s)},
           "depth", "no_valid_frames", "depth image has no valid pixel (all 0, NaN, inf or negative)",
           output_stamp=lambda s: s),
-    Fault("black_thermal_frame",
-          {"thermal": lambda s, _: set_stamp(array_to_image(np.zeros((H, W), np.uint16), "mono16"), s)},
+    Fault("black_thermal_frame", BLACK_THERMAL,
           "thermal", "blank_frames", "thermal image is blank (every pixel 0): treated as a dropped sensor and "
           "completed by the model (blank_frames: complete); check the thermal camera", output_stamp=lambda s: s),
     Fault("frozen_grey_rgb_frame",
@@ -439,8 +439,7 @@ def test_black_thermal_frame_is_completed_not_fed_to_the_model(kit, system):
     dropped and completed (blank_frames: complete), the other sensors as they are."""
     stream, scene = system["stream"], system["scene"]
     wait_all_ok(kit, system)
-    black = {"thermal": lambda s, _: set_stamp(array_to_image(np.zeros((H, W), np.uint16), "mono16"), s)}
-    bad = set(stream.inject(black, 3))
+    bad = set(stream.inject(BLACK_THERMAL, 3))
     outs = kit.wait_for(
         lambda: (got := [m for _, m in list(scene.items) if stamp_of(m) in bad]) and got,
         10.0,
