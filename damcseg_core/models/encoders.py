@@ -229,7 +229,10 @@ class _DilatedBlock(nn.Module):
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.down(x)
+        # A 1-channel input (thermal) is both NCHW- and NHWC-contiguous, so the encoder's
+        # eval_layout cannot mark it NHWC and oneDNN runs the first block in NCHW; re-laying the
+        # first output out (a no-op for every later block) ran the thermal encoder 1.6x faster.
+        x = eval_layout(self, self.down(x))
         return self.act(x + self.context(x))
 
 

@@ -10,6 +10,7 @@ from torch import nn
 import damcseg_core.models.encoders as encoders
 from damcseg_core.inference import Predictor, fold_batchnorm, optimize_for_inference, upsampled_argmax
 from damcseg_core.models import build_model
+from damcseg_core.models.config import EncoderConfig
 
 
 def _smooth_logits(k: int, h: int, w: int, seed: int) -> torch.Tensor:
@@ -131,6 +132,25 @@ def test_channels_last_switch_keeps_outputs(tiny, subset, monkeypatch):
         monkeypatch.setattr(encoders, "EVAL_CHANNELS_LAST", True)
         got = tiny(_inputs(tiny, subset, seed=3))
     _assert_same_output(ref, got)
+
+
+@pytest.mark.parametrize(("in_chans", "mode"), [(1, "eval"), (2, "eval"), (1, "train")])
+def test_modal_encoder_runs_nhwc_in_eval_even_on_one_channel(in_chans, mode, monkeypatch):
+    # A [B, 1, H, W] thermal frame is NCHW- and NHWC-contiguous at once: without the re-layout
+    # after the first block oneDNN kept the whole thermal encoder in NCHW (1.3x slower than depth).
+    torch.manual_seed(0)
+    enc = encoders.DilatedModalEncoder(in_chans, EncoderConfig(widths=(8, 16, 24, 32)))
+    enc.train(mode == "train")
+    x = torch.rand(2, in_chans, 64, 96)
+    with torch.no_grad():
+        out = enc(x)
+        channels_last = out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+        assert channels_last == (mode == "eval")
+        if mode == "eval":  # only the layout differs
+            monkeypatch.setattr(encoders, "EVAL_CHANNELS_LAST", False)
+            ref = enc(x)
+            assert ref.is_contiguous()
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_predictor_optimized_matches_plain(tiny):
