@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Is checkpoint B better than A? All-sensor mIoU of each on the same frames, and B - A paired.
+"""Is checkpoint B better than A? mIoU of each on the same frames, and B - A paired.
 
     python tools/compare_checkpoints.py --data synthetic:frames=48,size=256x512,seed=1001 \\
         damcseg_core/weights/damcseg_edge.pt runs/probe/no_crf.pt [more.pt ...] [--out cmp.json]
 
 Every checkpoint runs through the :class:`~damcseg_core.inference.Predictor` (what the node runs)
-on every frame of ``--data`` with all its sensors. Per checkpoint: mIoU (the definition of
+on every frame of ``--data``, with all its sensors or under ``--protocol`` (``missing:depth``: the
+same dropped camera for every checkpoint). Per checkpoint: mIoU (the definition of
 :class:`~damcseg_core.eval.segmentation_metrics.SegmentationIoU`) with a 90% percentile bootstrap
 interval over frames. Per checkpoint after the first: the difference to the first, on the *same*
 resampled frames (so frames that are hard for both do not widen it), marked ``*`` when the
@@ -32,17 +33,22 @@ from damcseg_core.eval.conditions import (
     percentile_interval,
 )
 from damcseg_core.eval.evaluator import sample_to_inputs
+from damcseg_core.eval.protocols import Protocol, build_protocol, sample_rng
 from damcseg_core.eval.segmentation_metrics import SegmentationIoU
 from damcseg_core.inference import load_predictor
 
 
-def frame_confusions(checkpoint: str, data) -> np.ndarray:
-    """``[frames, C, C + 1]`` confusion matrices of ``checkpoint``'s masks on ``data``."""
+def frame_confusions(checkpoint: str, data, protocol: Protocol | None = None) -> np.ndarray:
+    """``[frames, C, C + 1]`` confusion matrices of ``checkpoint``'s masks on ``data``.
+
+    ``protocol`` (e.g. ``missing:depth``) perturbs every frame first, seeded per frame exactly as
+    ``damcseg-eval`` does (seed 0), so every checkpoint sees the same perturbed frames.
+    """
     predictor = load_predictor("torch", checkpoint=checkpoint)
     probe = SegmentationIoU()
     out = []
     for i in range(len(data)):
-        s = data[i]
+        s = data[i] if protocol is None else protocol(data[i], sample_rng(0, i))
         out.append(probe.sample_stats(predictor.predict(sample_to_inputs(s)).mask, s["semantic"].numpy()))
     return np.stack(out).astype(np.float64)
 
@@ -81,8 +87,23 @@ def main(argv: list[str]) -> int:
     )
     ap.add_argument("--boots", type=int, default=500, help="bootstrap resamples over frames (default 500)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
+    ap.add_argument(
+        "--protocol",
+        default="full",
+        help="sensor protocol applied to every frame first, as in damcseg-eval (default full; e.g. "
+        "missing:depth compares the checkpoints' completion of a dropped depth camera)",
+    )
     ap.add_argument("--out", type=Path, help="write the comparison (JSON) here")
     args = ap.parse_args(argv)
+    try:
+        protocol = build_protocol(args.protocol)
+    except ValueError as e:
+        ap.error(f"--protocol: {e}")
+    if not protocol.use_completion:
+        ap.error(
+            f"--protocol {args.protocol}: the Predictor always runs the MCN; compare absent:<m> "
+            "with damcseg-eval --protocol completion instead"
+        )
     if len(args.checkpoints) < 2:
         ap.error("give at least two checkpoints (the first is the base the others are compared with)")
     if len(set(args.checkpoints)) != len(args.checkpoints):
@@ -95,8 +116,9 @@ def main(argv: list[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = build_dataset(args.data)
-    result = compare({c: frame_confusions(c, data) for c in args.checkpoints}, args.boots)
+    result = compare({c: frame_confusions(c, data, protocol) for c in args.checkpoints}, args.boots)
     result["data"] = args.data
+    result["protocol"] = protocol.name
     for name, row in result["checkpoints"].items():
         lo, hi = row["interval_90"]
         line = f"{name}: mIoU {100 * row['miou']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"

@@ -83,3 +83,62 @@ def test_wrong_arguments_name_the_fix(tool, capsys, args, message):
     with pytest.raises(SystemExit):
         tool.main([*args, "--data", DATA])
     assert message in capsys.readouterr().err
+
+
+class _RecordingPredictor:
+    """Stands in for the Predictor: records which sensors each frame brought, predicts class 0."""
+
+    def __init__(self):
+        self.seen: list[tuple[str, ...]] = []
+
+    def predict(self, inputs):
+        self.seen.append(tuple(sorted(inputs)))
+        h, w = next(iter(inputs.values())).shape[:2]
+        return type("Out", (), {"mask": np.zeros((h, w), np.uint8)})()
+
+
+@pytest.mark.parametrize(
+    ("protocol", "sensors"),
+    [(None, ("depth", "rgb", "thermal")), ("missing:depth", ("rgb", "thermal")), ("missing:rgb+thermal", ("depth",))],
+)
+def test_protocol_drops_the_same_sensor_from_every_frame(tool, monkeypatch, protocol, sensors):
+    from damcseg_core.data.registry import build_dataset
+
+    fake = _RecordingPredictor()
+    monkeypatch.setattr(tool, "load_predictor", lambda *a, **k: fake)
+    data = build_dataset(DATA)
+    conf = tool.frame_confusions("any.pt", data, None if protocol is None else tool.build_protocol(protocol))
+    assert fake.seen == [sensors] * 3
+    assert conf.shape[0] == 3 and conf.sum() > 0
+
+
+def test_protocol_is_recorded_and_changes_only_the_completed_result(tool, tmp_path):
+    """Two checkpoints that differ only in the depth MCN: identical with every sensor, not without depth."""
+    torch.manual_seed(0)
+    model = build_model("damcseg_tiny")
+    a = save_checkpoint(tmp_path / "a.pt", model)
+    with torch.no_grad():
+        for p in model.completion.heads["depth"].parameters():
+            p.add_(torch.randn_like(p))
+    b = save_checkpoint(tmp_path / "b.pt", model)
+    args = [str(a), str(b), "--data", DATA, "--boots", "20", "--threads", "1"]
+    full, missing = tmp_path / "full.json", tmp_path / "missing.json"
+    assert tool.main([*args, "--out", str(full)]) == 0
+    assert tool.main([*args, "--protocol", "missing:depth", "--out", str(missing)]) == 0
+    full_res, missing_res = json.loads(full.read_text()), json.loads(missing.read_text())
+    assert (full_res["protocol"], missing_res["protocol"]) == ("full", "missing:depth")
+    assert full_res["checkpoints"][str(b)]["minus_base"]["interval_90"] == [0.0, 0.0]
+    assert missing_res["checkpoints"][str(a)]["miou"] != full_res["checkpoints"][str(a)]["miou"]
+
+
+@pytest.mark.parametrize(
+    ("protocol", "message"),
+    [
+        ("absent:depth", "the Predictor always runs the MCN"),
+        ("missing:lidar", "--protocol:"),
+    ],
+)
+def test_wrong_protocol_names_the_fix(tool, capsys, protocol, message):
+    with pytest.raises(SystemExit):
+        tool.main(["a.pt", "b.pt", "--data", DATA, "--protocol", protocol])
+    assert message in capsys.readouterr().err
