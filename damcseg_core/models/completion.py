@@ -39,6 +39,33 @@ change of every encoder); a residual on a learned prior still needs a non-negati
 ``output="linear"`` is the old behaviour (checkpoints
 written before the field existed load with it).
 
+**Spatial context** (``context``, ``row_embedding``; issue #16). A per-location MLP can only
+map the present sensors' features at a pixel to the missing one's at the same pixel. Depth is
+geometry: where the ground is, how far an object is, where a silhouette ends - cues spread over
+a neighbourhood and tied to the image row (the ground plane). ``context = k`` adds k residual
+blocks (depthwise 3x3 with dilation 1, 2, 4, ..., GELU, 1x1) after the first layer; the receptive
+field on the stride-8 feature map grows to +-(2^k - 1) cells. ``row_embedding`` adds a learned
+function of the normalised row (-1 top, +1 bottom). Both start at exactly zero (zero-initialised
+last layers), so a trained per-location MCN can be warm-started into the larger one. Cost: the
+MCN only runs for a missing sensor. Measured on edge v6 (``config/train/edge_v6_mcn_context.yaml``,
+docs/edge_v6/probes_2026-12-02.md): the same 700-step MCN stage on top of v6's MCN, with and
+without ``context=3`` + row embedding, paired against v6 with the sensor missing
+(``tools/compare_checkpoints.py --protocol missing:<m>``, 90 % bootstrap):
+
+==============================  ======================  ======================  ==============
+depth missing, mIoU vs v6       validation 1001          held-out 2024 (48)      2025 (200)
+==============================  ======================  ======================  ==============
+700 more steps, per-location    +0.2 [-0.0, +0.5]        -                       -
+context 3 + row embedding       +1.0 [+0.2, +1.9]        -0.3 [-1.5, +0.5]       +0.2 [-0.3, +0.6]
+==============================  ======================  ======================  ==============
+
+Thermal missing: +0.7 / +0.9 / +0.4, RGB missing: - / +0.5 / +0.2. The validation gain on depth
+did not hold on the held-out seeds, so the shipped model keeps the per-location MCN (context 0).
+The completed depth features are not worse than the completed thermal ones (normalised MSE
+0.41 vs 0.43 for v6, 0.37 vs 0.39 with context; zero-fill 1.46 / 1.52), yet they recover 17-37 %
+of the depth gap against 55-64 % for thermal: the network downstream, trained on real depth,
+is what the completion fails to satisfy, not the per-pixel regression.
+
 **Per-sample presence.** :meth:`ModalCompletionNetwork.complete_masked` takes a ``[B, 3]`` keep
 mask: each sample is completed from its own kept modalities (the MLP input and the presence
 vector are per sample), and only the dropped entries are replaced (``torch.where``; kept
@@ -58,15 +85,48 @@ MCN_OUTPUTS = ("relu", "softplus", "linear")
 """Output activations of the MCN (see the module docstring)."""
 
 
-class _CompletionMLP(nn.Module):
-    """Per-location MLP ``3C -> hidden (-> hidden)* -> C`` with presence and context embeddings."""
+class _ContextBlock(nn.Module):
+    """Residual ``x + pw(GELU(dw(x)))``: a depthwise 3x3 convolution with ``dilation``, then 1x1."""
 
-    def __init__(self, channels: int, hidden: int, layers: int, output: str = "relu") -> None:
+    def __init__(self, hidden: int, dilation: int) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(hidden, hidden, 3, padding=dilation, dilation=dilation, groups=hidden)
+        self.pw = nn.Conv2d(hidden, hidden, kernel_size=1)
+        self.act = nn.GELU()
+        # Zero-initialised: a new block starts as the identity, so context can be added to a
+        # trained per-location MCN (init_from) without changing its predictions at step 0.
+        nn.init.zeros_(self.pw.weight)
+        nn.init.zeros_(self.pw.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pw(self.act(self.dw(x)))
+
+
+class _CompletionMLP(nn.Module):
+    """Per-location MLP ``3C -> hidden (-> hidden)* -> C`` with presence and context embeddings.
+
+    With ``context > 0`` the first hidden map passes through that many :class:`_ContextBlock`
+    (dilations 1, 2, 4, ...) before the 1x1 layers; with ``row_embedding`` a learned function of
+    the normalised image row is added to the first layer (see the module docstring).
+    """
+
+    def __init__(
+        self, channels: int, hidden: int, layers: int, output: str = "relu", context: int = 0, row_embedding: bool = False
+    ) -> None:
         super().__init__()
         n = len(MODALITIES)
         self.inp = nn.Conv2d(n * channels, hidden, kernel_size=1)
         self.presence = nn.Linear(n, hidden, bias=False)
         self.context = nn.Linear(n * channels, hidden, bias=False)
+        # 1 -> 16 -> hidden: a smooth function of the row (a 1x1 conv on the row alone would be linear).
+        self.row = (
+            nn.Sequential(nn.Conv2d(1, 16, kernel_size=1), nn.GELU(), nn.Conv2d(16, hidden, kernel_size=1, bias=False))
+            if row_embedding
+            else None
+        )
+        if self.row is not None:  # starts at 0 (see _ContextBlock)
+            nn.init.zeros_(self.row[2].weight)
+        self.spatial = nn.Sequential(*[_ContextBlock(hidden, 2**i) for i in range(context)])
         hidden_layers = []
         for _ in range(layers - 1):
             hidden_layers += [nn.Conv2d(hidden, hidden, kernel_size=1), nn.GELU()]
@@ -77,7 +137,12 @@ class _CompletionMLP(nn.Module):
 
     def forward(self, stacked: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
         bias = self.presence(presence) + self.context(stacked.mean(dim=(2, 3)))
-        x = self.act(self.inp(stacked) + bias[:, :, None, None])
+        pre = self.inp(stacked) + bias[:, :, None, None]
+        if self.row is not None:
+            h = stacked.shape[2]
+            rows = torch.linspace(-1.0, 1.0, h, device=stacked.device, dtype=stacked.dtype).view(1, 1, h, 1)
+            pre = pre + self.row(rows)  # [1, hidden, h, 1], broadcast over batch and columns
+        x = self.spatial(self.act(pre))
         return self.out_act(self.out(self.hidden(x)))
 
 
@@ -89,15 +154,27 @@ class ModalCompletionNetwork(nn.Module):
         hidden: hidden width of each per-location MLP.
         layers: hidden layers of each MLP.
         output: output activation, one of :data:`MCN_OUTPUTS` (see the module docstring).
+        context: residual dilated depthwise-3x3 blocks per head (0 = per-location MLP).
+        row_embedding: add a learned embedding of the image row to each head's first layer.
     """
 
-    def __init__(self, channels: int, hidden: int = 256, layers: int = 2, output: str = "relu") -> None:
+    def __init__(
+        self,
+        channels: int,
+        hidden: int = 256,
+        layers: int = 2,
+        output: str = "relu",
+        context: int = 0,
+        row_embedding: bool = False,
+    ) -> None:
         super().__init__()
         if output not in MCN_OUTPUTS:
             raise ValueError(f"MCN output must be one of {list(MCN_OUTPUTS)}, got {output!r}")
         self.channels = channels
         self.output = output
-        self.heads = nn.ModuleDict({m: _CompletionMLP(channels, hidden, layers, output) for m in MODALITIES})
+        self.heads = nn.ModuleDict(
+            {m: _CompletionMLP(channels, hidden, layers, output, context, row_embedding) for m in MODALITIES}
+        )
 
     def predict(self, feats: dict[str, torch.Tensor], target: str) -> torch.Tensor:
         """Predict features of modality ``target`` from ``feats`` (which must not contain it)."""

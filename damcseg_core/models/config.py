@@ -100,10 +100,17 @@ class CompletionConfig:
     # Output activation: "relu" matches the encoders' final ReLU (damcseg_core.models.completion);
     # "linear" is the old MCN (checkpoints from before the field load with it); or "softplus".
     output: str = "relu"
+    # Spatial context (damcseg_core.models.completion): residual depthwise-3x3 blocks with dilation
+    # 1, 2, 4, ... after the first layer, and a learned embedding of the image row. 0 / False = the
+    # per-location MLP of the paper (every checkpoint written before the fields loads with them).
+    context: int = 0
+    row_embedding: bool = False
 
     def __post_init__(self) -> None:
         if self.layers < 1 or self.hidden < 1:
             raise ValueError(f"MCN needs layers >= 1 and hidden >= 1, got {self.layers}, {self.hidden}")
+        if self.context < 0:
+            raise ValueError(f"completion.context must be >= 0 (context blocks), got {self.context}")
         if self.output not in ("relu", "softplus", "linear"):
             raise ValueError(f"completion.output must be 'relu', 'softplus' or 'linear', got {self.output!r}")
 

@@ -113,7 +113,12 @@ class DAMCSeg(nn.Module):
         )
         if cfg.fusion.mode == "lmmf":
             self.completion = ModalCompletionNetwork(
-                width, cfg.completion.hidden, cfg.completion.layers, cfg.completion.output
+                width,
+                cfg.completion.hidden,
+                cfg.completion.layers,
+                cfg.completion.output,
+                context=cfg.completion.context,
+                row_embedding=cfg.completion.row_embedding,
             )
             self.attention = ModalAdaptiveAttention(
                 width, cfg.fusion.heads, cfg.fusion.completion_flag, cfg.fusion.completion_offset

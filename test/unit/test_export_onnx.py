@@ -106,6 +106,27 @@ def test_parity_per_modality_subset(tiny, exported, subset) -> None:
     assert boxes > 0  # the data-dependent path (NMS, local path, paste-back) was exercised
 
 
+def test_context_mcn_exports_and_matches_torch(tmp_path) -> None:
+    # completion.context / row_embedding (dilated 3x3 blocks, a row embedding) in the graphs that
+    # complete a sensor; non-zero weights so the blocks change the completed features.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_model("damcseg_tiny", completion={"context": 2, "row_embedding": True}).eval()
+        with torch.no_grad():
+            for name, p in model.completion.named_parameters():
+                if ".spatial." in name or ".row." in name:
+                    p.normal_(0.0, 0.2)
+    export_onnx(model, tmp_path, size=(64, 128), modalities=["rgb,thermal"])
+    runtime = OnnxRuntimeModel(tmp_path, num_threads=1)
+    for inputs in synthetic_inputs(2, (64, 128), ("rgb", "thermal"), seed=5):
+        with torch.inference_mode():
+            ref, got = model(inputs), runtime(inputs)
+        assert got.completed == ref.completed == ("depth",)
+        report = compare_outputs(ref, got)
+        assert report.mask_agreement >= MASK_AGREEMENT_MIN
+        assert report.max_omega_error <= WEIGHT_TOLERANCE
+
+
 def test_export_from_before_the_omega_rename_still_runs(tiny, exported, tmp_path) -> None:
     import onnx
 

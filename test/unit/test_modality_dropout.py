@@ -362,6 +362,77 @@ def test_mcn_beats_zero_fill_on_a_toy_pair():
     assert target_zeros > 0.4 and abs(pred_zeros - target_zeros) < 0.15
 
 
+def _train_toy(mcn, pair, steps=300):
+    opt = torch.optim.Adam(mcn.parameters(), lr=3e-3)
+    for _ in range(steps):
+        rgb, thermal = pair()
+        loss = completion_loss({"thermal": (mcn.predict({"rgb": rgb}, "thermal"), thermal)})["completion"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    rgb, thermal = pair(32)
+    with torch.no_grad():
+        pred = mcn.predict({"rgb": rgb}, "thermal")
+    return float(((pred - thermal) ** 2).mean() / thermal.var(unbiased=False))
+
+
+def test_context_blocks_complete_what_a_per_location_mlp_cannot():
+    # Thermal at a pixel is RGB two pixels to the left (a parallax-like offset): no function of
+    # the same location's features can predict it; the dilated 3x3 context blocks can.
+    torch.manual_seed(0)
+    c = 4
+
+    def pair(n: int = 8):
+        rgb = torch.relu(torch.randn(n, c, 12, 12))
+        return rgb, torch.roll(rgb, shifts=2, dims=3)
+
+    nmse = {}
+    for context in (0, 2):
+        torch.manual_seed(1)
+        nmse[context] = _train_toy(ModalCompletionNetwork(c, hidden=16, layers=2, context=context), pair)
+    assert nmse[0] > 0.8  # at best the mean
+    assert nmse[2] < 0.5 * nmse[0]
+
+
+def test_row_embedding_completes_a_function_of_the_image_row():
+    # Depth-like target: a function of the row only (the ground plane), unrelated to the RGB features.
+    torch.manual_seed(0)
+    c = 4
+    rows = torch.linspace(0.2, 1.0, 10).view(1, 1, 10, 1)
+
+    def pair(n: int = 8):
+        rgb = torch.relu(torch.randn(n, c, 10, 6))
+        return rgb, (1.0 / rows).expand(n, c, 10, 6).clone()
+
+    nmse = {}
+    for row in (False, True):
+        torch.manual_seed(1)
+        nmse[row] = _train_toy(ModalCompletionNetwork(c, hidden=16, layers=2, row_embedding=row), pair)
+    assert nmse[False] > 0.8
+    assert nmse[True] < 0.2
+
+
+def test_new_context_starts_as_the_per_location_mcn():
+    # Zero-initialised context blocks and row embedding: a trained per-location MCN loaded into
+    # the larger one (init_from loads the matching tensors) predicts exactly as before at step 0.
+    torch.manual_seed(0)
+    plain = ModalCompletionNetwork(8, hidden=16, layers=2)
+    wide = ModalCompletionNetwork(8, hidden=16, layers=2, context=3, row_embedding=True)
+    missing = wide.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(".spatial." in k or ".row." in k for k in missing)
+    feats = {"rgb": torch.relu(torch.randn(2, 8, 6, 10)), "depth": torch.relu(torch.randn(2, 8, 6, 10))}
+    with torch.no_grad():
+        torch.testing.assert_close(wide.predict(feats, "thermal"), plain.predict(feats, "thermal"))
+    assert sorted(plain.state_dict()) == sorted(k for k in wide.state_dict() if k not in missing)
+
+
+def test_context_config_is_checked():
+    from damcseg_core.models import ModelConfig
+
+    with pytest.raises(ValueError, match="completion.context must be >= 0"):
+        from_dict(ModelConfig, {"completion": {"context": -1}})
+
+
 def test_augment_config_defaults_are_the_documented_ones():
     cfg = AugmentConfig()
     assert dataclasses.asdict(cfg)["modality_dropout_mode"] == "sample"
