@@ -111,7 +111,13 @@ class _CompletionMLP(nn.Module):
     """
 
     def __init__(
-        self, channels: int, hidden: int, layers: int, output: str = "relu", context: int = 0, row_embedding: bool = False
+        self,
+        channels: int,
+        hidden: int,
+        layers: int,
+        output: str = "relu",
+        context: int = 0,
+        row_embedding: bool = False,
     ) -> None:
         super().__init__()
         n = len(MODALITIES)
@@ -120,7 +126,9 @@ class _CompletionMLP(nn.Module):
         self.context = nn.Linear(n * channels, hidden, bias=False)
         # 1 -> 16 -> hidden: a smooth function of the row (a 1x1 conv on the row alone would be linear).
         self.row = (
-            nn.Sequential(nn.Conv2d(1, 16, kernel_size=1), nn.GELU(), nn.Conv2d(16, hidden, kernel_size=1, bias=False))
+            nn.Sequential(
+                nn.Conv2d(1, 16, kernel_size=1), nn.GELU(), nn.Conv2d(16, hidden, kernel_size=1, bias=False)
+            )
             if row_embedding
             else None
         )

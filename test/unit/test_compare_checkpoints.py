@@ -99,7 +99,11 @@ class _RecordingPredictor:
 
 @pytest.mark.parametrize(
     ("protocol", "sensors"),
-    [(None, ("depth", "rgb", "thermal")), ("missing:depth", ("rgb", "thermal")), ("missing:rgb+thermal", ("depth",))],
+    [
+        (None, ("depth", "rgb", "thermal")),
+        ("missing:depth", ("rgb", "thermal")),
+        ("missing:rgb+thermal", ("depth",)),
+    ],
 )
 def test_protocol_drops_the_same_sensor_from_every_frame(tool, monkeypatch, protocol, sensors):
     from damcseg_core.data.registry import build_dataset

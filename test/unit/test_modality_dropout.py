@@ -429,7 +429,7 @@ def test_new_context_starts_as_the_per_location_mcn():
 def test_context_config_is_checked():
     from damcseg_core.models import ModelConfig
 
-    with pytest.raises(ValueError, match="completion.context must be >= 0"):
+    with pytest.raises(ValueError, match=r"completion\.context must be >= 0"):
         from_dict(ModelConfig, {"completion": {"context": -1}})
 
 
