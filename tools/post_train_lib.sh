@@ -26,9 +26,13 @@ sys.exit(1 if outside else 0)
 PY
 }
 
-choose_threshold() {  # run_dir: the score threshold of run_dir/best.pt on validation, printed
-  python tools/choose_score_threshold.py "$1/best.pt" --data "$VAL" --out "$1/threshold.json"
-  python -c "import json; print('threshold', json.load(open('$1/threshold.json'))['chosen']['threshold'])"
+chosen_threshold() {  # run_dir: the threshold choose_threshold wrote to run_dir/threshold.json
+  python -c "import json; print(json.load(open('$1/threshold.json'))['chosen']['threshold'])"
+}
+
+choose_threshold() {  # run_dir [checkpoint]: score threshold of checkpoint (run_dir/best.pt) on validation
+  python tools/choose_score_threshold.py "${2:-$1/best.pt}" --data "$VAL" --out "$1/threshold.json"
+  echo "threshold $(chosen_threshold "$1")"
 }
 
 validate_candidate() {  # run_dir mcn_dir candidate.pt base.pt: ship the MCN stage, check it, compare

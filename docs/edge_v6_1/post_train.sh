@@ -16,9 +16,8 @@ V6=${V6:-runs/edge_v6_shipped.pt}  # edge v6 as shipped, from git
 [ -f "$V6" ] || git show 88a2b51:damcseg_core/weights/damcseg_edge.pt > "$V6"
 case "${1:-val}" in
   val)
-    python tools/choose_score_threshold.py "$R/last.pt" --data "$VAL" --out "$R/threshold.json"
-    t=$(python -c "import json; print(json.load(open('$R/threshold.json'))['chosen']['threshold'])")
-    python tools/ship_checkpoint.py "$R/last.pt" "$CK" --set detection.score_threshold=$t
+    choose_threshold $R "$R/last.pt"
+    python tools/ship_checkpoint.py "$R/last.pt" "$CK" --set detection.score_threshold=$(chosen_threshold $R)
     python tools/compare_checkpoints.py --data "$VAL" "$V6" "$CK" --out "$R/compare_val1001.json" | tee "$R/compare_val1001.log"
     python tools/detection_eval.py --checkpoint "$V6" --checkpoint "$CK" --data "$VAL" \
        --out "$R/detection_eval_val1001.json" > "$R/detection_eval_val1001.log" 2>&1

@@ -331,6 +331,24 @@ def test_concat_ablation_takes_a_keep_mask():
 
 
 # ----------------------------------------------------------------------------- toy MCN
+def _fit_toy(mcn, pair, steps=300):
+    """Train ``mcn`` to complete thermal from RGB on ``pair()`` batches; ``(pred, target)`` on a fresh batch of 32."""
+    opt = torch.optim.Adam(mcn.parameters(), lr=3e-3)
+    for _ in range(steps):
+        rgb, thermal = pair()
+        loss = completion_loss({"thermal": (mcn.predict({"rgb": rgb}, "thermal"), thermal)})["completion"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    rgb, thermal = pair(32)
+    with torch.no_grad():
+        return mcn.predict({"rgb": rgb}, "thermal"), thermal
+
+
+def _nmse(pred, target):
+    return float(((pred - target) ** 2).mean() / target.var(unbiased=False))
+
+
 def test_mcn_beats_zero_fill_on_a_toy_pair():
     # Thermal features are a known non-negative function of sparse (post-ReLU) RGB features.
     torch.manual_seed(0)
@@ -341,39 +359,15 @@ def test_mcn_beats_zero_fill_on_a_toy_pair():
         rgb = torch.relu(torch.randn(n, c, 6, 6))
         return rgb, torch.relu(torch.einsum("oc,bchw->bohw", mix, rgb) + bias[None, :, None, None])
 
-    mcn = ModalCompletionNetwork(c, hidden=32, layers=2)
-    opt = torch.optim.Adam(mcn.parameters(), lr=3e-3)
-    for _ in range(300):
-        rgb, thermal = pair()
-        loss = completion_loss({"thermal": (mcn.predict({"rgb": rgb}, "thermal"), thermal)})["completion"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    rgb, thermal = pair(32)
-    with torch.no_grad():
-        pred = mcn.predict({"rgb": rgb}, "thermal")
+    pred, thermal = _fit_toy(ModalCompletionNetwork(c, hidden=32, layers=2), pair)
     var = thermal.var(unbiased=False)
-    nmse_mcn = float(((pred - thermal) ** 2).mean() / var)
+    nmse_mcn = _nmse(pred, thermal)
     nmse_zero = float((thermal**2).mean() / var)
     assert nmse_zero > 1.0  # zero-fill is worse than predicting the mean
     assert nmse_mcn < 0.1 * nmse_zero
     # ReLU output: the prediction keeps the target's sparsity (exact zeros), unlike a linear one.
     target_zeros, pred_zeros = float((thermal == 0).float().mean()), float((pred == 0).float().mean())
     assert target_zeros > 0.4 and abs(pred_zeros - target_zeros) < 0.15
-
-
-def _train_toy(mcn, pair, steps=300):
-    opt = torch.optim.Adam(mcn.parameters(), lr=3e-3)
-    for _ in range(steps):
-        rgb, thermal = pair()
-        loss = completion_loss({"thermal": (mcn.predict({"rgb": rgb}, "thermal"), thermal)})["completion"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    rgb, thermal = pair(32)
-    with torch.no_grad():
-        pred = mcn.predict({"rgb": rgb}, "thermal")
-    return float(((pred - thermal) ** 2).mean() / thermal.var(unbiased=False))
 
 
 def test_context_blocks_complete_what_a_per_location_mlp_cannot():
@@ -389,7 +383,9 @@ def test_context_blocks_complete_what_a_per_location_mlp_cannot():
     nmse = {}
     for context in (0, 2):
         torch.manual_seed(1)
-        nmse[context] = _train_toy(ModalCompletionNetwork(c, hidden=16, layers=2, context=context), pair)
+        nmse[context] = _nmse(
+            *_fit_toy(ModalCompletionNetwork(c, hidden=16, layers=2, context=context), pair)
+        )
     assert nmse[0] > 0.8  # at best the mean
     assert nmse[2] < 0.5 * nmse[0]
 
@@ -407,7 +403,7 @@ def test_row_embedding_completes_a_function_of_the_image_row():
     nmse = {}
     for row in (False, True):
         torch.manual_seed(1)
-        nmse[row] = _train_toy(ModalCompletionNetwork(c, hidden=16, layers=2, row_embedding=row), pair)
+        nmse[row] = _nmse(*_fit_toy(ModalCompletionNetwork(c, hidden=16, layers=2, row_embedding=row), pair))
     assert nmse[False] > 0.8
     assert nmse[True] < 0.2
 
