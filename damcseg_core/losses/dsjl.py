@@ -1,7 +1,8 @@
 """The Detection-Segmentation Joint Loss (DAMCSeg paper, eq. 4) plus the MCN completion loss.
 
 ``total = L_det + lambda1 * L_seg + lambda2 * L_align + completion_weight * L_comp
-+ distill_weight * L_distill + aux_weight * CE(global path) + gate_cost_weight * gate_cost``
++ distill_weight * L_distill + aux_weight * CE(global path) + gate_cost_weight * gate_cost
++ omega_cost_weight * omega_cost``
 
 * ``L_det``, ``L_seg``, ``L_align``, ``L_comp``: see :mod:`~damcseg_core.losses.detection`,
   :mod:`~damcseg_core.losses.segmentation`, :mod:`~damcseg_core.losses.alignment`,
@@ -15,6 +16,13 @@
   the ASPP path learns even where DSAF gives it a small weight.
 * ``gate_cost`` (our addition, weight 0 by default): the expected compute of the local
   branch gates, for users who want to push the gates towards skipping branches.
+* ``omega_cost`` (our addition, weight 0 by default): the mean modal-attention weight
+  ``omega`` (eq. 1) over samples and modalities. Eq. 2's weights are not normalised, so nothing
+  stops every gate from saturating at 1 (the edge checkpoints up to v6.1 give 0.99 to depth and
+  thermal by day and by night) and then ``omega`` says nothing about reliability. Charging each
+  unit of weight makes a gate open only as far as the task loss pays for it, so the weights can
+  differ by condition. Train it with the network downstream of the fusion frozen: if the layer
+  after the fusion could rescale, the cost would just shrink every weight by the same factor.
 * The paper's warm-up stage trains the task heads before "enabling DSJL"; the trainer sets
   :attr:`DSJLoss.align_enabled` to ``False`` there, which zeroes the alignment term.
 """
@@ -52,6 +60,7 @@ class LossConfig:
     distill_weight: float = 0.5  # weight of the fused-feature distillation from real sensors (0 disables)
     aux_weight: float = 0.4  # deep supervision CE on the global path logits (0 disables)
     gate_cost_weight: float = 0.0  # weight of the local-branch gate compute cost
+    omega_cost_weight: float = 0.0  # weight of the mean modal-attention weight (module docstring)
     detection: DetectionLossConfig = dataclasses.field(default_factory=DetectionLossConfig)
     segmentation: SegmentationLossConfig = dataclasses.field(default_factory=SegmentationLossConfig)
     alignment: AlignmentLossConfig = dataclasses.field(default_factory=AlignmentLossConfig)
@@ -85,7 +94,8 @@ class DSJLoss:
             Named scalar losses: ``det_cls``, ``det_box``, ``det``, ``det_num_pos`` (positive
             anchors per image, a detached statistic), ``seg_ce``, ``seg_boundary``,
             ``seg_dice``, ``seg_tiny``, ``seg_occlusion``, ``seg``, ``align``, ``align_iou``
-            (a detached statistic), ``completion``, ``distill``, ``aux``, ``gate_cost`` and ``total``.
+            (a detached statistic), ``completion``, ``distill``, ``aux``, ``gate_cost``,
+            ``omega_cost`` and ``total``.
         """
         cfg = self.cfg
         # Losses are computed in float32 even when the model ran under bfloat16 autocast.
@@ -168,6 +178,10 @@ class DSJLoss:
             if torch.is_tensor(out.gate_cost)
             else out.seg_logits.sum().mul(0.0).abs()
         )
+        omega = getattr(out, "omega", None)
+        losses["omega_cost"] = (
+            omega.float().mean() if torch.is_tensor(omega) else out.seg_logits.sum().mul(0.0).abs()
+        )
         losses["total"] = (
             losses["det"]
             + cfg.lambda1 * losses["seg"]
@@ -176,5 +190,6 @@ class DSJLoss:
             + cfg.distill_weight * losses["distill"]
             + cfg.aux_weight * losses["aux"]
             + cfg.gate_cost_weight * losses["gate_cost"]
+            + cfg.omega_cost_weight * losses["omega_cost"]
         )
         return losses

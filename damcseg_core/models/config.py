@@ -81,6 +81,10 @@ class FusionConfig:
     # Sign of that offset: "nonpositive" (a completed modality is never trusted more than a real
     # one, damcseg_core.models.modal_attention) or "free". Checkpoints from before the field: free.
     completion_offset: str = "nonpositive"
+    # Scene context into the gates: a per-sample offset of every gate logit from the spatial means
+    # of all modalities' features (damcseg_core.models.modal_attention), so e.g. the thermal gate
+    # can see that RGB is dark. Zero-initialised; False = eq. 1 (every checkpoint before the field).
+    context: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in ("lmmf", "concat"):

@@ -121,7 +121,11 @@ class DAMCSeg(nn.Module):
                 row_embedding=cfg.completion.row_embedding,
             )
             self.attention = ModalAdaptiveAttention(
-                width, cfg.fusion.heads, cfg.fusion.completion_flag, cfg.fusion.completion_offset
+                width,
+                cfg.fusion.heads,
+                cfg.fusion.completion_flag,
+                cfg.fusion.completion_offset,
+                context=cfg.fusion.context,
             )
         else:  # ablation baseline: no MCN, no attention (missing modalities are zeros)
             self.completion = None

@@ -27,6 +27,19 @@ added to the gate logit of every sample whose modality ``m`` was completed::
 
 ``e_m`` costs ``3 x heads`` parameters and, for a modality that is real for every sample, is never
 computed. In the ONNX graphs (one per modality subset) ``c`` is a constant of the subset.
+
+**Scene context** (issue #16, ``FusionConfig.context``): eq. 1 gives each gate only its own
+modality's features, so the thermal gate cannot see that the RGB camera is blind at night - yet
+that is when thermal should be trusted most. With the option on, every gate logit also gets a
+per-sample, per-head offset from a scene descriptor, the spatial mean of all three (completed)
+modalities' features::
+
+    omega_m = sigmoid(W_m F_m + b_m + c_m * e_m + V_m [mean F_rgb, mean F_depth, mean F_thermal])
+
+``V`` is one linear layer (``3C -> 3 x heads``), zero-initialised, so switching it on changes
+nothing until it is trained. An absent modality (no MCN) contributes zeros to the descriptor.
+The weights only mean "reliability" if something asks the gates not to trust everything: the
+``omega_cost_weight`` of :class:`~damcseg_core.losses.dsjl.LossConfig` charges the mean weight.
 """
 
 from __future__ import annotations
@@ -49,6 +62,7 @@ class ModalAdaptiveAttention(nn.Module):
             is the old behaviour (no extra parameters).
         completion_offset: ``"nonpositive"`` or ``"free"``: the sign ``e_m`` may take (module
             docstring).
+        context: add the scene-context offset ``V_m [...]`` (module docstring); ``False`` is eq. 1.
     """
 
     def __init__(
@@ -57,6 +71,7 @@ class ModalAdaptiveAttention(nn.Module):
         heads: int = 8,
         completion_flag: bool = True,
         completion_offset: str = "nonpositive",
+        context: bool = False,
     ) -> None:
         super().__init__()
         if channels % heads:
@@ -69,6 +84,11 @@ class ModalAdaptiveAttention(nn.Module):
         self.gates = nn.ModuleDict({m: nn.Conv2d(channels, heads, kernel_size=1) for m in MODALITIES})
         # p_m of the module docstring (e_m = -softplus(p_m) or p_m): row m = one value per head.
         self.completion_embed = nn.Parameter(torch.zeros(len(MODALITIES), heads)) if completion_flag else None
+        self.context: nn.Linear | None = None
+        if context:
+            self.context = nn.Linear(len(MODALITIES) * channels, len(MODALITIES) * heads)
+            nn.init.zeros_(self.context.weight)
+            nn.init.zeros_(self.context.bias)
 
     def forward(
         self, feats: dict[str, torch.Tensor], completed: torch.Tensor | None = None
@@ -91,11 +111,20 @@ class ModalAdaptiveAttention(nn.Module):
         fused = torch.zeros_like(first)
         weights = first.new_zeros(b, len(MODALITIES))
         offsets = None
+        scene = None
+        if self.context is not None:
+            desc = torch.cat(
+                [feats[m].mean(dim=(2, 3)) if m in feats else first.new_zeros(b, c) for m in MODALITIES],
+                dim=1,
+            )
+            scene = self.context(desc).view(b, len(MODALITIES), self.heads)
         for i, m in enumerate(MODALITIES):
             if m not in feats:
                 continue
             f = feats[m]
             logit = self.gates[m](f)  # [B, heads, h, w]
+            if scene is not None:
+                logit = logit + scene[:, i, :, None, None]
             if completed is not None and self.completion_embed is not None:
                 if offsets is None:
                     offsets = self.offsets().to(logit.dtype)

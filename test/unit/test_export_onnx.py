@@ -127,6 +127,26 @@ def test_context_mcn_exports_and_matches_torch(tmp_path) -> None:
         assert report.max_omega_error <= WEIGHT_TOLERANCE
 
 
+def test_context_attention_exports_and_matches_torch(tmp_path) -> None:
+    # fusion.context (a scene descriptor into every gate), with non-zero weights so the gates move;
+    # one graph with a completed sensor, one with all three.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_model("damcseg_tiny", fusion={"context": True}).eval()
+        with torch.no_grad():
+            model.attention.context.weight.normal_(0.0, 0.05)
+            model.attention.context.bias.normal_(0.0, 0.5)
+    export_onnx(model, tmp_path, size=(64, 128), modalities=["rgb,thermal", "rgb,depth,thermal"])
+    runtime = OnnxRuntimeModel(tmp_path, num_threads=1)
+    for mods in (("rgb", "thermal"), ("rgb", "depth", "thermal")):
+        for inputs in synthetic_inputs(1, (64, 128), mods, seed=7):
+            with torch.inference_mode():
+                ref, got = model(inputs), runtime(inputs)
+            report = compare_outputs(ref, got)
+            assert report.mask_agreement >= MASK_AGREEMENT_MIN
+            assert report.max_omega_error <= WEIGHT_TOLERANCE
+
+
 def test_export_from_before_the_omega_rename_still_runs(tiny, exported, tmp_path) -> None:
     import onnx
 

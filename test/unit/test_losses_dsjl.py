@@ -39,6 +39,7 @@ def _case(seed: int = 0):
         boxes=[torch.zeros(0, 4)],
         labels=[torch.zeros(0, dtype=torch.int64)],
         gate_cost=torch.tensor(0.25),
+        omega=torch.tensor([[0.9, 0.5, 0.1]], requires_grad=True),
         lmmf=SimpleNamespace(
             fused=torch.randn(1, 4, 2, 2, generator=g, requires_grad=True),
             teacher_fused=torch.randn(1, 4, 2, 2, generator=g),
@@ -51,7 +52,7 @@ def _case(seed: int = 0):
 
 NAMES = {
     "det_cls", "det_box", "det", "det_num_pos", "seg_ce", "seg_boundary", "seg_dice", "seg_tiny", "seg_occlusion",
-    "seg", "align", "align_iou", "completion", "distill", "aux", "gate_cost", "total",
+    "seg", "align", "align_iou", "completion", "distill", "aux", "gate_cost", "omega_cost", "total",
 }  # fmt: skip
 
 
@@ -62,21 +63,33 @@ def test_returns_every_named_finite_loss():
 
 
 @pytest.mark.parametrize(
-    ("lambda1", "lambda2", "cw", "aux", "gate", "dw"),
-    [(1.0, 0.5, 1.0, 0.4, 0.0, 0.5), (2.0, 0.0, 0.0, 0.0, 1.0, 0.0), (0.0, 3.0, 0.5, 1.0, 0.0, 2.0)],
+    ("lambda1", "lambda2", "cw", "aux", "gate", "dw", "om"),
+    [
+        (1.0, 0.5, 1.0, 0.4, 0.0, 0.5, 0.0),
+        (2.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0),
+        (0.0, 3.0, 0.5, 1.0, 0.0, 2.0, 0.3),
+    ],
 )
-def test_total_is_the_weighted_sum(lambda1, lambda2, cw, aux, gate, dw):
+def test_total_is_the_weighted_sum(lambda1, lambda2, cw, aux, gate, dw, om):
     cfg = LossConfig(
         lambda1=lambda1, lambda2=lambda2, completion_weight=cw, aux_weight=aux, gate_cost_weight=gate,
-        distill_weight=dw,
+        distill_weight=dw, omega_cost_weight=om,
     )  # fmt: skip
     lo = DSJLoss(cfg)(*_case())
     assert lo["distill"].item() > 0.1 if dw > 0 else lo["distill"].item() == 0.0
     expected = (
         lo["det"] + lambda1 * lo["seg"] + lambda2 * lo["align"] + cw * lo["completion"] + aux * lo["aux"]
-        + gate * lo["gate_cost"] + dw * lo["distill"]
+        + gate * lo["gate_cost"] + dw * lo["distill"] + om * lo["omega_cost"]
     )  # fmt: skip
     assert lo["total"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_omega_cost_is_the_mean_weight_and_pushes_every_weight_down():
+    out, batch = _case()
+    lo = DSJLoss(LossConfig(omega_cost_weight=0.3))(out, batch)
+    assert lo["omega_cost"].item() == pytest.approx(0.5)  # mean of 0.9, 0.5, 0.1
+    lo["omega_cost"].backward()
+    assert torch.allclose(out.omega.grad, torch.full((1, 3), 1.0 / 3.0))
 
 
 def test_alignment_off_in_warmup_zeroes_the_term_only():

@@ -86,6 +86,30 @@ def test_attention_heads_weight_their_own_channel_groups():
     assert fused.flatten().tolist() == pytest.approx([1, 1, 0, 0] * 4)
 
 
+def test_attention_context_starts_as_eq1_then_lets_rgb_steer_the_thermal_gate():
+    torch.manual_seed(0)
+    plain = ModalAdaptiveAttention(channels=16, heads=8)
+    ctx = ModalAdaptiveAttention(channels=16, heads=8, context=True)
+    ctx.load_state_dict(plain.state_dict(), strict=False)  # zero-initialised context: eq. 1 exactly
+    feats = {m: torch.rand(2, 16, 3, 4) for m in ("rgb", "depth", "thermal")}
+    for a, b in zip(plain(feats), ctx(feats)):
+        assert torch.equal(a, b)
+    # thermal's logit offset follows the mean of rgb's first channel (the "how bright" cue)
+    with torch.no_grad():
+        ctx.context.weight[2 * 8 : 3 * 8, 0] = -20.0  # rows of thermal's heads, rgb's channel 0
+    dark = {**feats, "rgb": feats["rgb"].clone()}
+    dark["rgb"][:, 0] = 0.0
+    bright = {**feats, "rgb": feats["rgb"].clone()}
+    bright["rgb"][:, 0] = 1.0
+    _, w_dark = ctx(dark)
+    _, w_bright = ctx(bright)
+    assert (w_dark[:, 2] - w_bright[:, 2]).min() > 0.3  # thermal trusted more when rgb is dark
+    assert torch.allclose(w_dark[:, 1], w_bright[:, 1])  # depth's gate did not move
+    # an absent modality adds zeros to the descriptor instead of failing
+    _, w = ctx({"depth": feats["depth"], "thermal": feats["thermal"]})
+    assert w[:, 0].tolist() == [0.0, 0.0] and torch.isfinite(w).all()
+
+
 # ----------------------------------------------------------------------------- completion (eq. 3)
 def test_mcn_keeps_present_tensors_and_fills_missing():
     mcn = ModalCompletionNetwork(channels=8, hidden=16, layers=2)
