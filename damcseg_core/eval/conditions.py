@@ -39,6 +39,13 @@ back (point value). It is NaN where there is no gap to recover: all - zero-fille
 a bootstrap, its paired interval includes 0 or the row has one frame (a ratio to a difference
 inside the noise means nothing).
 
+**Fusion-weight checks** (``omega_checks``, issue #16): does the modal attention trust a sensor
+more where it helps, and a real sensor more than its MCN prediction? With ``full`` evaluated,
+every condition row gets omega_m minus the ``day`` row's, all sensors present; the two rows hold
+different frames, so the interval is that of the difference of their independent resamples (an
+unpaired bootstrap). With ``missing:m`` evaluated too, every row gets omega_m of the completed
+modality minus omega_m of the real one, paired over the same resampled frames.
+
 Numbers are fractions in [0, 1] (differences in [-1, 1]), as in the rest of ``metrics.json``.
 """
 
@@ -192,6 +199,14 @@ def row_rng(seed: int, row: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(row.encode("utf-8"))])
 
 
+def _weight_check(diff: float, samples: np.ndarray | None, confidence: float) -> dict[str, Any]:
+    """A difference of mean weights, its bootstrap interval and whether that excludes 0."""
+    if samples is None:
+        return {"diff": float(diff), "interval": None, "outside_noise": None}
+    lo, hi = (float(v) for v in percentile_interval(samples, confidence))
+    return {"diff": float(diff), "interval": [lo, hi], "outside_noise": bool(lo > 0 or hi < 0)}
+
+
 @dataclasses.dataclass(slots=True)
 class _Frame:
     """One frame of one protocol: its condition, confusion matrix, omega [3], S, D, completed."""
@@ -336,7 +351,13 @@ class ConditionTable:
                                         "S", "D"}}},
              "comparisons": [{"a", "b", "label", "cells": {row: {"miou_diff",
                  "miou_diff_interval", "miou_outside_noise", "key_miou_diff", ...,
-                 "omega_diff": {m: v}, "omega_diff_interval": {m: [lo, hi]}, "recovery"}}}]}
+                 "omega_diff": {m: v}, "omega_diff_interval": {m: [lo, hi]}, "recovery"}}}],
+             "omega_checks": {"reference_row": "day" or None,
+                 "minus_reference": {row: {m: {"diff", "interval", "outside_noise"}}},
+                 "completed_minus_real": {row: {m: {"diff", "interval", "outside_noise"}}}}}
+
+        (``omega_checks``: module docstring; empty dicts where ``full`` / ``missing:m`` or the
+        ``day`` row were not evaluated.)
 
         Intervals are ``None`` with ``resamples == 0``.
 
@@ -397,6 +418,8 @@ class ConditionTable:
             {"a": a, "b": b, "label": _comparison_label(a, b, labels), "cells": {}} for a, b in pairs
         ]
         counts: dict[str, int] = {}
+        full_omega: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+        completed_real: dict[str, dict[str, dict[str, Any]]] = {}
         for row in rows:
             sel = np.ones(len(frame_ids), bool) if row == "all" else conditions == row
             n = int(sel.sum())
@@ -412,6 +435,20 @@ class ConditionTable:
                         (weights @ flat).reshape(resamples, *c.shape[1:]), (weights @ e) / n
                     )
             cells[row] = {name: self._cell(n, point[name], boot.get(name), confidence) for name in protocols}
+            if "full" in point:
+                full_omega[row] = (point["full"]["extra"][:3], boot["full"]["extra"][:, :3] if boot else None)
+                checks = {}
+                for i, m in enumerate(MODALITIES):
+                    if f"missing:{m}" in point:
+                        a = point[f"missing:{m}"]["extra"][i] - point["full"]["extra"][i]
+                        b = (
+                            boot[f"missing:{m}"]["extra"][:, i] - boot["full"]["extra"][:, i]
+                            if boot
+                            else None
+                        )
+                        checks[m] = _weight_check(a, b, confidence)
+                if checks:
+                    completed_real[row] = checks
             for entry, (a, b) in zip(diffs, pairs):
                 entry["cells"][row] = self._diff(point[a], point[b], boot.get(a), boot.get(b), confidence)
                 if (
@@ -427,6 +464,21 @@ class ConditionTable:
                             percentile_interval(boot["full"]["miou"] - boot[b]["miou"], confidence)[0] > 0
                         )
                     entry["cells"][row]["recovery"] = float(gain / gap) if real else float("nan")
+        reference = "day" if "day" in full_omega else None
+        minus_reference: dict[str, dict[str, dict[str, Any]]] = {}
+        if reference is not None:
+            ref_point, ref_boot = full_omega[reference]
+            for row, (pt, bt) in full_omega.items():
+                if row in (reference, "all"):
+                    continue
+                minus_reference[row] = {
+                    m: _weight_check(
+                        pt[i] - ref_point[i],
+                        None if bt is None or ref_boot is None else bt[:, i] - ref_boot[:, i],
+                        confidence,
+                    )
+                    for i, m in enumerate(MODALITIES)
+                }
         return {
             "bootstrap": {
                 "resamples": int(resamples),
@@ -442,6 +494,11 @@ class ConditionTable:
             "protocols": {name: {"label": labels[name], "completed": completed[name]} for name in protocols},
             "cells": cells,
             "comparisons": diffs,
+            "omega_checks": {
+                "reference_row": reference,
+                "minus_reference": minus_reference,
+                "completed_minus_real": completed_real,
+            },
         }
 
     def _cell(

@@ -214,7 +214,53 @@ def condition_tables(table: dict[str, Any]) -> list[Table]:
             body,
         )
     )
+    checks = _omega_checks_table(table, noise)
+    if checks is not None:
+        out.append(checks)
     return out
+
+
+def _signed_weight(check: dict[str, Any] | None) -> str:
+    if check is None or _undefined(check["diff"]):
+        return "–"
+    text = f"{check['diff']:+.3f}"
+    iv = check["interval"]
+    if iv is not None and not any(_undefined(v) for v in iv):
+        text += f" [{iv[0]:+.3f}, {iv[1]:+.3f}]"
+    return f"{text} *" if check["outside_noise"] else text
+
+
+def _omega_checks_table(table: dict[str, Any], noise: str) -> Table | None:
+    """Mean ω of each condition minus the reference (day) row, and completed minus real ω."""
+    checks = table.get("omega_checks") or {}
+    ref, minus, comp = (
+        checks.get("reference_row"),
+        checks.get("minus_reference", {}),
+        checks.get("completed_minus_real", {}),
+    )
+    if not minus and not comp:
+        return None
+    mods = table["modalities"]
+    header = ["condition"]
+    if minus:
+        header += [f"ω_{m}: minus {ref}" for m in mods]
+    comp_mods = [m for m in mods if any(m in comp.get(r, {}) for r in table["rows"])]
+    header += [f"ω_{m}: completed - real" for m in comp_mods]
+    body = []
+    for row in table["rows"]:
+        line = [row]
+        if minus:
+            line += [_signed_weight(minus.get(row, {}).get(m)) if row != ref else "0" for m in mods]
+        line += [_signed_weight(comp.get(row, {}).get(m)) for m in comp_mods]
+        body.append(line)
+    return (
+        "Fusion weights: by condition, and completed against real",
+        f"{noise}; all sensors; minus {ref}: the rows hold different frames (unpaired: independent "
+        "resamples); completed - real: ω_m with m completed by the MCN minus ω_m with m real, paired "
+        "over the same frames; * = the interval excludes 0",
+        header,
+        body,
+    )
 
 
 def _table_markdown(table: Table) -> str:

@@ -284,6 +284,58 @@ def test_omega_s_and_d_means_match_hand_computed_values():
     assert 0.4 <= lo <= 0.5 <= hi <= 0.6  # the two night frames' values bound the resampled means
 
 
+def _weights_table(night_thermal: float, spread: float, n: int = 12) -> ConditionTable:
+    """n day + n night frames; thermal's weight is 0.6 by day and ``night_thermal`` at night (each
+    frame +-``spread``); with thermal completed by the MCN every frame's thermal weight is 0.05 lower."""
+    rng = np.random.default_rng(3)
+    table = ConditionTable()
+    conf = confusion_matrix(np.array([CAR]), np.array([CAR]))
+    for i in range(2 * n):
+        cond = "day" if i < n else "night"
+        t = (0.6 if cond == "day" else night_thermal) + rng.uniform(-spread, spread)
+        table.add("full", i, cond, conf, omega=np.array([0.5, 0.9, t]))
+        table.add(
+            "missing:thermal", i, cond, conf, omega=np.array([0.5, 0.9, t - 0.05]), completed=("thermal",)
+        )
+    return table
+
+
+def test_omega_checks_compare_conditions_unpaired_and_completed_with_real_paired():
+    out = _weights_table(night_thermal=0.7, spread=0.03).compute(resamples=300)
+    checks = out["omega_checks"]
+    assert checks["reference_row"] == "day"
+    night = checks["minus_reference"]["night"]
+    assert set(checks["minus_reference"]) == {"night"}  # neither day itself nor "all"
+    assert night["thermal"]["diff"] == pytest.approx(0.1, abs=0.02)
+    lo, hi = night["thermal"]["interval"]
+    assert 0.0 < lo < night["thermal"]["diff"] < hi and night["thermal"]["outside_noise"]
+    assert night["rgb"]["diff"] == pytest.approx(0.0, abs=1e-12) and not night["rgb"]["outside_noise"]
+    comp = checks["completed_minus_real"]
+    assert set(comp) == {"day", "night", "all"} and set(comp["all"]) == {"thermal"}
+    for row in comp.values():  # paired: the same -0.05 on every frame, so a zero-width interval
+        assert row["thermal"]["diff"] == pytest.approx(-0.05)
+        assert row["thermal"]["interval"] == pytest.approx([-0.05, -0.05]) and row["thermal"]["outside_noise"]
+    title, note, header, rows = condition_tables(out)[-1]
+    assert title == "Fusion weights: by condition, and completed against real"
+    assert header == [
+        "condition", "ω_rgb: minus day", "ω_depth: minus day", "ω_thermal: minus day", "ω_thermal: completed - real",
+    ]  # fmt: skip
+    assert rows[0][:4] == ["day", "0", "0", "0"] and rows[1][3].endswith(" *")
+    assert rows[1][4] == "-0.050 [-0.050, -0.050] *" and "unpaired" in note
+
+
+def test_omega_checks_call_a_small_shift_noise():
+    out = _weights_table(night_thermal=0.605, spread=0.2, n=6).compute(resamples=300)
+    assert out["omega_checks"]["minus_reference"]["night"]["thermal"]["outside_noise"] is False
+    bare = _weights_table(0.7, 0.03).compute(resamples=0)  # no bootstrap: values, no intervals
+    assert bare["omega_checks"]["minus_reference"]["night"]["thermal"]["interval"] is None
+    only_night = ConditionTable()
+    only_night.add("full", 0, "night", confusion_matrix(np.array([CAR]), np.array([CAR])), omega=np.ones(3))
+    checks = only_night.compute(resamples=10)["omega_checks"]
+    assert checks == {"reference_row": None, "minus_reference": {}, "completed_minus_real": {}}
+    assert condition_tables(only_night.compute(resamples=10))[-1][0].startswith("Key classes")
+
+
 def test_prediction_without_omega_gives_undefined_weights():
     table = ConditionTable()
     sample = {"semantic": np.array([[CAR, ROAD]]), "condition": "day"}
