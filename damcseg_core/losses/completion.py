@@ -21,6 +21,15 @@ sample (``LMMFFeatures.teacher_fused``, computed under ``torch.no_grad()``; the 
 a dropped modality are computed anyway as completion targets, so it costs one attention pass);
 the student is the fused feature with the completed modality. Same form as above (nmse +
 cosine), averaged over the samples that dropped a given modality (``distill_mask``).
+
+**Logit distillation** (:func:`logit_distillation_loss`): a feature error does not cost the same
+everywhere downstream. Measured on edge v6.2 (``tools/completion_gap.py``), the completed depth
+features recover a far smaller share of the depth gap in the global path than the completed
+thermal ones, although their normalised MSE is the same. The logit term asks the completion for
+what the segmentation does with it: the global path run on the teacher fusion (no gradient,
+``DamcsegTrainOutput.teacher_global_logits``) gives per-pixel class distributions, and the
+student's global logits are pulled to them with ``T^2 * KL(softmax(t / T) || softmax(s / T))``
+(Hinton et al. 2015), averaged over the pixels of the samples in ``distill_mask``.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-__all__ = ["CompletionLossConfig", "completion_loss", "distillation_loss"]
+__all__ = ["CompletionLossConfig", "completion_loss", "distillation_loss", "logit_distillation_loss"]
 
 
 @dataclasses.dataclass
@@ -119,3 +128,44 @@ def distillation_loss(
     if student.shape != teacher.shape:
         raise ValueError(f"distillation: student {tuple(student.shape)} != teacher {tuple(teacher.shape)}")
     return {"distill": _feature_match(student, teacher, mask, cfg)}
+
+
+def logit_distillation_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    temperature: float = 1.0,
+    reference: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Per-pixel KL from the real-sensor teacher's logits to the student's (module docstring).
+
+    Args:
+        student: ``[B, K, H, W]`` logits of the network with completed modalities.
+        teacher: ``[B, K, H, W]`` logits of the same network on the real-sensor fusion (detached
+            here too), or ``None``.
+        mask: ``[B]`` bool, the samples with a completed modality whose real input exists.
+        temperature: softening ``T`` of both distributions (> 0); the loss is scaled by ``T^2`` so
+            its gradient keeps its size across temperatures.
+        reference: graph tensor for a zero loss when there is nothing to distil.
+
+    Returns:
+        ``logit_distill`` (the loss).
+
+    Raises:
+        ValueError: a temperature <= 0, or student and teacher of different shapes.
+    """
+    if not temperature > 0:
+        raise ValueError(f"logit distillation temperature must be > 0, got {temperature}")
+    if teacher is None or mask is None or not bool(mask.any()):
+        return {"logit_distill": _zero(reference if reference is not None else student)}
+    if student.shape != teacher.shape:
+        raise ValueError(
+            f"logit distillation: student {tuple(student.shape)} != teacher {tuple(teacher.shape)}"
+        )
+    rows = mask.to(student.device, torch.bool).reshape(-1)
+    s = student[rows].float() / temperature
+    t = teacher.detach()[rows].float() / temperature
+    # KL(p_t || p_s) per pixel: sum over classes of p_t (log p_t - log p_s), then the mean over pixels.
+    log_ps, log_pt = F.log_softmax(s, dim=1), F.log_softmax(t, dim=1)
+    kl = (log_pt.exp() * (log_pt - log_ps)).sum(dim=1).mean()
+    return {"logit_distill": kl * temperature**2}

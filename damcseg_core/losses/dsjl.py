@@ -1,8 +1,8 @@
 """The Detection-Segmentation Joint Loss (DAMCSeg paper, eq. 4) plus the MCN completion loss.
 
 ``total = L_det + lambda1 * L_seg + lambda2 * L_align + completion_weight * L_comp
-+ distill_weight * L_distill + aux_weight * CE(global path) + gate_cost_weight * gate_cost
-+ omega_cost_weight * omega_cost``
++ distill_weight * L_distill + logit_distill_weight * L_logit + aux_weight * CE(global path)
++ gate_cost_weight * gate_cost + omega_cost_weight * omega_cost``
 
 * ``L_det``, ``L_seg``, ``L_align``, ``L_comp``: see :mod:`~damcseg_core.losses.detection`,
   :mod:`~damcseg_core.losses.segmentation`, :mod:`~damcseg_core.losses.alignment`,
@@ -12,6 +12,11 @@
   modality are pulled towards the no-gradient fusion of its real features
   (:func:`~damcseg_core.losses.completion.distillation_loss`); per sample, only samples that
   dropped a given modality count. ``L_comp`` is per sample the same way.
+* ``L_logit`` (our addition, weight 0 by default): the same samples' global-path logits pulled
+  to the global path's logits on the real-sensor fusion
+  (:func:`~damcseg_core.losses.completion.logit_distillation_loss`); the model computes the
+  teacher logits only when the trainer asks (``forward(..., teacher_logits=True)``), which it
+  does when this weight is > 0.
 * Deep supervision (our addition, ``aux_weight``): plain CE on the global path's logits so
   the ASPP path learns even where DSAF gives it a small weight.
 * ``gate_cost`` (our addition, weight 0 by default): the expected compute of the local
@@ -38,7 +43,12 @@ import torch.nn.functional as F
 from damcseg_core import MODALITIES
 from damcseg_core.data.classes import IGNORE_INDEX
 from damcseg_core.losses.alignment import AlignmentLossConfig, alignment_loss, matched_alignment_loss
-from damcseg_core.losses.completion import CompletionLossConfig, completion_loss, distillation_loss
+from damcseg_core.losses.completion import (
+    CompletionLossConfig,
+    completion_loss,
+    distillation_loss,
+    logit_distillation_loss,
+)
 from damcseg_core.losses.detection import (
     DetectionLossConfig,
     build_targets,
@@ -58,6 +68,8 @@ class LossConfig:
     lambda2: float = 0.5  # paper eq. 4: weight of L_align
     completion_weight: float = 1.0  # weight of the MCN completion loss (not in eq. 4)
     distill_weight: float = 0.5  # weight of the fused-feature distillation from real sensors (0 disables)
+    logit_distill_weight: float = 0.0  # weight of the global-path logit distillation (0 disables)
+    logit_distill_temperature: float = 1.0  # its softening temperature T (> 0)
     aux_weight: float = 0.4  # deep supervision CE on the global path logits (0 disables)
     gate_cost_weight: float = 0.0  # weight of the local-branch gate compute cost
     omega_cost_weight: float = 0.0  # weight of the mean modal-attention weight (module docstring)
@@ -65,6 +77,16 @@ class LossConfig:
     segmentation: SegmentationLossConfig = dataclasses.field(default_factory=SegmentationLossConfig)
     alignment: AlignmentLossConfig = dataclasses.field(default_factory=AlignmentLossConfig)
     completion: CompletionLossConfig = dataclasses.field(default_factory=CompletionLossConfig)
+
+    def __post_init__(self) -> None:
+        if self.logit_distill_weight < 0:
+            raise ValueError(
+                f"loss.logit_distill_weight must be >= 0 (0 disables), got {self.logit_distill_weight}"
+            )
+        if not self.logit_distill_temperature > 0:
+            raise ValueError(
+                f"loss.logit_distill_temperature must be > 0 (1 = plain softmax), got {self.logit_distill_temperature}"
+            )
 
 
 class DSJLoss:
@@ -94,7 +116,7 @@ class DSJLoss:
             Named scalar losses: ``det_cls``, ``det_box``, ``det``, ``det_num_pos`` (positive
             anchors per image, a detached statistic), ``seg_ce``, ``seg_boundary``,
             ``seg_dice``, ``seg_tiny``, ``seg_occlusion``, ``seg``, ``align``, ``align_iou``
-            (a detached statistic), ``completion``, ``distill``, ``aux``, ``gate_cost``,
+            (a detached statistic), ``completion``, ``distill``, ``logit_distill``, ``aux``, ``gate_cost``,
             ``omega_cost`` and ``total``.
         """
         cfg = self.cfg
@@ -167,6 +189,19 @@ class DSJLoss:
             )
         else:
             losses["distill"] = out.seg_logits.sum().mul(0.0).abs()
+        teacher_logits = getattr(out, "teacher_global_logits", None)
+        if lmmf is not None and cfg.logit_distill_weight > 0 and "global" in out.branch_logits:
+            losses.update(
+                logit_distillation_loss(
+                    out.branch_logits["global"],
+                    teacher_logits,
+                    lmmf.distill_mask,
+                    cfg.logit_distill_temperature,
+                    reference=out.seg_logits,
+                )
+            )
+        else:
+            losses["logit_distill"] = out.seg_logits.sum().mul(0.0).abs()
         if cfg.aux_weight > 0 and "global" in out.branch_logits:
             valid = semantic != IGNORE_INDEX
             aux = F.cross_entropy(out.branch_logits["global"], semantic.long(), ignore_index=IGNORE_INDEX)
@@ -188,6 +223,7 @@ class DSJLoss:
             + (cfg.lambda2 * losses["align"])
             + cfg.completion_weight * losses["completion"]
             + cfg.distill_weight * losses["distill"]
+            + cfg.logit_distill_weight * losses["logit_distill"]
             + cfg.aux_weight * losses["aux"]
             + cfg.gate_cost_weight * losses["gate_cost"]
             + cfg.omega_cost_weight * losses["omega_cost"]

@@ -303,6 +303,7 @@ class DAMCSeg(nn.Module):
         drop: tuple[str, ...] | set[str] | torch.Tensor = (),
         roi_boxes: list[torch.Tensor] | None = None,
         roi_labels: list[torch.Tensor] | None = None,
+        teacher_logits: bool = False,
     ) -> DamcsegOutput | DamcsegTrainOutput:
         """Detect and segment a batch.
 
@@ -313,12 +314,15 @@ class DAMCSeg(nn.Module):
             roi_boxes: optional per image ``[N, 4]`` xyxy boxes (e.g. ground truth in training)
                 that the local and post-processing paths use instead of the detections.
             roi_labels: per image ``[N]`` train ids of ``roi_boxes`` (required with them).
+            teacher_logits: train mode only: also run the backbone and global path on the
+                no-gradient teacher fusion (``LMMFFeatures.teacher_fused``), for the logit
+                distillation loss (``DamcsegTrainOutput.teacher_global_logits``).
 
         Returns:
             :class:`DamcsegOutput` in eval mode, :class:`DamcsegTrainOutput` in train mode.
         """
         feats = self.forward_features(inputs, drop)
-        return self.forward_head(feats, inputs, roi_boxes, roi_labels)
+        return self.forward_head(feats, inputs, roi_boxes, roi_labels, teacher_logits)
 
     def forward_dense(self, feats: LMMFFeatures, inputs: dict[str, torch.Tensor]) -> DenseOutputs:
         """The fixed-shape part of the head: backbone, raw detection outputs, global path.
@@ -376,13 +380,14 @@ class DAMCSeg(nn.Module):
         inputs: dict[str, torch.Tensor],
         roi_boxes: list[torch.Tensor] | None = None,
         roi_labels: list[torch.Tensor] | None = None,
+        teacher_logits: bool = False,
     ) -> DamcsegOutput | DamcsegTrainOutput:
         """Backbone, detection, the three segmentation paths, DSAF fusion and CRF.
 
         Args:
             feats: output of :meth:`forward_features` for ``inputs``.
             inputs: the canonical inputs (scene complexity, CRF guide and depth priors use them).
-            roi_boxes / roi_labels: see :meth:`forward`.
+            roi_boxes / roi_labels / teacher_logits: see :meth:`forward`.
         """
         _, h, w = input_shape(inputs)  # validated once, by forward_features
         used = tuple(m for m in feats.present if m in feats.normalized)
@@ -405,6 +410,9 @@ class DAMCSeg(nn.Module):
             m: (feats.completed_feats[m], feats.encoded[m]) for m in feats.completed if m in feats.encoded
         }
         st = self.config.segmentation.fusion_stride
+        teacher = None
+        if teacher_logits and feats.teacher_fused is not None:
+            teacher = self._teacher_global_logits(feats.teacher_fused, (h // st, w // st))
         branch_logits = {"global": dense.global_logits, "local": r.local_logits, "post": r.post_logits}
         local_cov, post_cov = r.local_coverage, r.post_coverage
         if st > 1:  # the losses work at input resolution
@@ -414,6 +422,8 @@ class DAMCSeg(nn.Module):
             }
             local_cov = F.interpolate(local_cov, size=(h, w), mode="nearest")
             post_cov = F.interpolate(post_cov, size=(h, w), mode="nearest")
+            if teacher is not None:
+                teacher = F.interpolate(teacher, size=(h, w), mode="bilinear", align_corners=False)
         return DamcsegTrainOutput.extend(
             out,
             branch_logits=branch_logits,
@@ -427,7 +437,20 @@ class DAMCSeg(nn.Module):
             roi_boxes=r.roi_boxes,
             gate_cost=r.gate_cost,
             lmmf=feats,
+            teacher_global_logits=teacher,
         )
+
+    def _teacher_global_logits(self, teacher_fused: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Global-path logits of the real-sensor fusion, without gradient (logit distillation).
+
+        The pass runs the backbone in whatever mode it is in: in a ``frozen_eval`` stage (the MCN
+        stages) that is eval mode; in a train-mode stage BatchNorm would also update its running
+        statistics from the teacher batch, which then counts twice.
+        """
+        with torch.no_grad():
+            _, seg_pyr = self.backbone(teacher_fused)
+            logits, _ = self.global_path(seg_pyr, size)
+        return logits.detach()
 
 
 def _upgrade_hook(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:

@@ -158,6 +158,9 @@ class DamcsegTrainOutput(DamcsegOutput):
         lmmf: the ``LMMFFeatures`` of the step (per-sample ``completed_mask``, the fused
             features and the no-gradient ``teacher_fused`` / ``distill_mask`` of the
             distillation loss); ``None`` = not given.
+        teacher_global_logits: ``[B, 19, H, W]`` global-path logits of ``lmmf.teacher_fused``
+            (no gradient), for the logit distillation loss; ``None`` unless ``forward`` was asked
+            for them (``teacher_logits=True``) and some sample dropped a modality.
     """
 
     branch_logits: dict[str, torch.Tensor]
@@ -171,6 +174,7 @@ class DamcsegTrainOutput(DamcsegOutput):
     gate_cost: torch.Tensor
     anchor_levels: torch.Tensor | None = None
     lmmf: Any = None
+    teacher_global_logits: torch.Tensor | None = None
 
     @classmethod
     def extend(cls, out: DamcsegOutput, **train_fields: Any) -> DamcsegTrainOutput:

@@ -482,6 +482,8 @@ class Trainer:
             step_in_stage=step - span.start, p=None if stage.modality_dropout else 0.0,
         )  # fmt: skip
         kwargs: dict[str, Any] = {"drop": keep.to(self.dist.device)}
+        if cfg.loss.logit_distill_weight > 0:  # the teacher's global-path pass (DSJLoss, L_logit)
+            kwargs["teacher_logits"] = True
         if cfg.roi_from_gt:
             # Teacher forcing with the objects the detector is asked to find: at inference the
             # local and depth-prior paths only ever see boxes of valid objects.

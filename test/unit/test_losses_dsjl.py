@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from damcseg_core.data.classes import DETECTION_TRAIN_IDS
 from damcseg_core.losses import DSJLoss, LossConfig
-from damcseg_core.losses.completion import completion_loss, distillation_loss
+from damcseg_core.losses.completion import completion_loss, distillation_loss, logit_distillation_loss
 
 C, K, H, W = 19, len(DETECTION_TRAIN_IDS), 16, 16
 ANCHORS = torch.tensor([[0.0, 0.0, 8.0, 8.0], [8.0, 8.0, 16.0, 16.0], [4.0, 4.0, 12.0, 12.0]])
@@ -52,7 +53,8 @@ def _case(seed: int = 0):
 
 NAMES = {
     "det_cls", "det_box", "det", "det_num_pos", "seg_ce", "seg_boundary", "seg_dice", "seg_tiny", "seg_occlusion",
-    "seg", "align", "align_iou", "completion", "distill", "aux", "gate_cost", "omega_cost", "total",
+    "seg", "align", "align_iou", "completion", "distill", "logit_distill", "aux", "gate_cost", "omega_cost",
+    "total",
 }  # fmt: skip
 
 
@@ -174,3 +176,57 @@ def test_completion_loss_leaves_out_samples_that_kept_the_modality():
     assert masked["completion"].item() == pytest.approx(alone["completion"].item(), rel=1e-6)
     none = completion_loss({"thermal": (pred, real)}, masks={"thermal": torch.tensor([False, False])})
     assert none["completion"].item() == 0.0
+
+
+# ----------------------------------------------------------------------------- logit distillation
+def test_logit_distillation_is_the_kl_from_the_teacher_on_the_masked_samples():
+    # One pixel, two classes: teacher p = (0.8, 0.2), student q = (0.5, 0.5).
+    teacher = torch.log(torch.tensor([0.8, 0.2])).view(1, 2, 1, 1).repeat(2, 1, 1, 1)
+    student = torch.zeros(2, 2, 1, 1, requires_grad=True)
+    other = torch.tensor([[[[5.0]], [[-5.0]]]])  # sample 1 is far off but not in the mask
+    student_all = torch.cat([student[:1], other]).detach().requires_grad_(True)
+    kl = 0.8 * math.log(0.8 / 0.5) + 0.2 * math.log(0.2 / 0.5)
+    got = logit_distillation_loss(student_all, teacher, torch.tensor([True, False]))["logit_distill"]
+    assert got.item() == pytest.approx(kl, rel=1e-5)
+    got.backward()
+    assert student_all.grad[1].abs().sum() == 0  # the unmasked sample gets no gradient
+    assert student_all.grad[0, 0].item() < 0  # raising class 0's logit (the teacher's choice) lowers it
+
+
+def test_logit_distillation_is_zero_at_the_teacher_and_scales_with_t_squared():
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(2, 5, 3, 3, generator=g)
+    mask = torch.tensor([True, True])
+    assert logit_distillation_loss(t.clone(), t, mask)["logit_distill"].item() == pytest.approx(0.0, abs=1e-6)
+    s = torch.randn(2, 5, 3, 3, generator=g)
+    hot = logit_distillation_loss(s, t, mask, temperature=4.0)["logit_distill"]
+    soft_s, soft_t = torch.log_softmax(s / 4, 1), torch.log_softmax(t / 4, 1)
+    manual = 16 * (soft_t.exp() * (soft_t - soft_s)).sum(1).mean()
+    assert hot.item() == pytest.approx(manual.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("teacher, mask", [(False, [True]), (True, [False]), (True, None)])
+def test_logit_distillation_is_zero_without_a_teacher_or_a_dropped_sample(teacher, mask):
+    s = torch.randn(1, 4, 2, 2, requires_grad=True)
+    t = torch.randn(1, 4, 2, 2) if teacher else None
+    m = torch.tensor(mask) if mask is not None else None
+    assert logit_distillation_loss(s, t, m)["logit_distill"].item() == 0.0
+
+
+def test_logit_distillation_in_the_total_with_its_weight():
+    out, batch = _case()
+    out.teacher_global_logits = torch.randn(1, C, H, W)
+    off = DSJLoss(LossConfig())(out, batch)
+    on = DSJLoss(LossConfig(logit_distill_weight=2.0))(out, batch)
+    assert off["logit_distill"].item() == 0.0 and on["logit_distill"].item() > 0
+    assert (on["total"] - off["total"]).item() == pytest.approx(2.0 * on["logit_distill"].item(), rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("logit_distill_weight", -1.0, "logit_distill_weight must be >= 0"),
+     ("logit_distill_temperature", 0.0, "logit_distill_temperature must be > 0")],
+)  # fmt: skip
+def test_bad_logit_distillation_settings_are_named(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        LossConfig(**{field: value})

@@ -225,6 +225,28 @@ def test_train_step_gradients_and_a_teacher_without_gradient(tiny):
     assert lmmf.normalized["thermal"][3].abs().sum() == 0 and lmmf.normalized["thermal"][0].abs().sum() > 0
 
 
+def test_teacher_logits_are_the_global_path_on_the_real_sensors_and_carry_no_gradient(tiny):
+    """forward(..., teacher_logits=True): the global-path logits of the teacher fusion, which for
+    every sample equal the all-sensor run's global logits (train-mode BatchNorm sees the same
+    batch of real fusions); without the flag there are none."""
+    keep = torch.tensor(KEEPS["mixed"])
+    inputs = _inputs()
+    torch.manual_seed(0)
+    tiny.train()
+    try:
+        out = tiny(inputs, drop=keep, teacher_logits=True)
+        plain = tiny(inputs, drop=keep)
+        full = tiny(inputs)
+    finally:
+        tiny.eval()
+    teacher = out.teacher_global_logits
+    assert teacher is not None and teacher.grad_fn is None and not teacher.requires_grad
+    assert teacher.shape == out.branch_logits["global"].shape
+    torch.testing.assert_close(teacher, full.branch_logits["global"], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(teacher[1:], out.branch_logits["global"][1:], atol=1e-3)  # students differ
+    assert plain.teacher_global_logits is None
+
+
 def test_teacher_is_the_attention_on_the_real_features(tiny):
     inputs = _inputs()
     with torch.no_grad():

@@ -217,6 +217,18 @@ def test_completion_stage_trains_only_the_mcn_and_frozen_eval_keeps_the_network(
     assert same == frozen_eval
 
 
+@pytest.mark.parametrize("weight", [0.0, 1.0])
+def test_logit_distillation_is_logged_and_trains_the_mcn_only_when_weighted(straight, tmp_path, weight):
+    """loss.logit_distill_weight > 0 makes the trainer ask the model for the teacher's global
+    logits; the term is then > 0 on steps that drop a sensor (every step here), else exactly 0."""
+    stage = {"name": "completion", "fraction": 1.0, "lr": {"completion": 1e-2}, "frozen_eval": True}
+    run(tmp_path, init_from=str(straight / "last.pt"), total_steps=2, stages=[stage],
+        loss={"logit_distill_weight": weight, "logit_distill_temperature": 2.0}, **_COMPLETION_ONLY)  # fmt: skip
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    values = [float(r["loss_logit_distill"]) for r in rows]
+    assert all(v > 0 for v in values) if weight else all(v == 0.0 for v in values)
+
+
 def test_frozen_eval_switches_whole_frozen_modules_and_keeps_trainable_ones_training():
     from damcseg_core.train.trainer import eval_frozen_modules
 
