@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Where does a missing sensor's mIoU go? Splits the gap between all sensors and the sensor missing.
+
+    python tools/completion_gap.py --data synthetic:frames=48,size=256x512,seed=1001 \\
+        [--checkpoint damcseg_core/weights/damcseg_edge.pt] [--modality depth thermal] [--out gap.json]
+
+For each modality ``m`` the same frames run through the model (eval mode, fp32) under five
+settings; every setting is scored on the final mask and on the global path alone (its logits
+up-sampled, before DSAF, the depth prior and the CRF):
+
+* ``all``: every sensor, real features;
+* ``real-feat, no-raw``: real encoder features of ``m``, but the refinement (scene complexity,
+  depth prior, CRF guide) does not see ``m``'s image: the best a feature completion can do, since
+  the MCN completes features, never the raw image;
+* ``mcn``: ``m`` missing, the MCN's features (the completion-flag path the node takes);
+* ``mcn, raw``: the MCN's features, the refinement sees ``m``'s real image: what the refinement's
+  loss of the raw image costs on top of the completion;
+* ``zero-fill``: ``m``'s image replaced by zeros and marked present (a black frame).
+
+The recovery ``(mcn - zero-fill) / (all - zero-fill)`` (the completion issue's measure) is then
+split into what the features recover and what only the raw image could. Every difference to
+``mcn`` is paired over frames with a 90 % bootstrap interval (``*`` = outside it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from damcseg_core.checkpoint import load_model
+from damcseg_core.data.registry import build_dataset
+from damcseg_core.eval.conditions import bootstrap_counts, miou_from_confusion, percentile_interval
+from damcseg_core.eval.segmentation_metrics import SegmentationIoU
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = ("all", "real-feat, no-raw", "mcn", "mcn, raw", "zero-fill")
+
+
+def _masks(model, inputs: dict[str, torch.Tensor], m: str, setting: str) -> tuple[np.ndarray, np.ndarray]:
+    """(final, global-path) label maps ``[H, W]`` of one frame under ``setting`` for modality ``m``."""
+    rest = {k: v for k, v in inputs.items() if k != m}
+    if setting == "all":
+        feats, head_inputs = model.forward_features(inputs), inputs
+    elif setting == "zero-fill":
+        zeroed = dict(inputs, **{m: torch.zeros_like(inputs[m])})
+        feats, head_inputs = model.forward_features(zeroed), zeroed
+    elif setting == "real-feat, no-raw":
+        feats = model.forward_features(inputs)
+        normalized = {k: v for k, v in feats.normalized.items() if k != m}
+        feats = dataclasses.replace(feats, normalized=normalized)
+        head_inputs = rest
+    elif setting == "mcn":
+        feats, head_inputs = model.forward_features(rest), rest
+    elif setting == "mcn, raw":
+        feats = model.forward_features(rest)
+        normalized = dict(feats.normalized, **{m: model.normalizer(m, inputs[m])})
+        present = tuple(k for k in ("rgb", "depth", "thermal") if k in inputs)
+        # completed_mask marks m as completed, which makes the head zero m's image for the
+        # refinement (a dropped sensor's image must not leak); here it is meant to see it.
+        no_drop = torch.zeros_like(feats.completed_mask)
+        feats = dataclasses.replace(feats, normalized=normalized, present=present, completed_mask=no_drop)
+        head_inputs = inputs
+    else:
+        raise ValueError(setting)
+    out = model.forward_head(feats, head_inputs)
+    h, w = inputs[next(iter(inputs))].shape[-2:]
+    glob = model.forward_dense(feats, head_inputs).global_logits
+    glob = F.interpolate(glob, size=(h, w), mode="bilinear", align_corners=False)
+    return out.seg_logits.argmax(1)[0].numpy(), glob.argmax(1)[0].numpy()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--data", required=True, help="dataset spec, e.g. synthetic:frames=48,size=256x512,seed=1001"
+    )
+    p.add_argument("--checkpoint", default=str(ROOT / "damcseg_core/weights/damcseg_edge.pt"))
+    p.add_argument("--modality", nargs="+", default=["depth", "thermal"], choices=["rgb", "depth", "thermal"])
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model = load_model(args.checkpoint)
+    data = build_dataset(args.data)
+    probe = SegmentationIoU()
+    conf = {(m, s, k): [] for m in args.modality for s in SETTINGS for k in ("final", "global")}
+    with torch.inference_mode():
+        for i in range(len(data)):
+            sample = data[i]
+            inputs = {k: sample[k][None].float() for k in ("rgb", "depth", "thermal") if k in sample}
+            target = sample["semantic"].numpy()
+            for m in args.modality:
+                for s in SETTINGS:
+                    final, glob = _masks(model, inputs, m, s)
+                    conf[(m, s, "final")].append(probe.sample_stats(final, target))
+                    conf[(m, s, "global")].append(probe.sample_stats(glob, target))
+    n = len(data)
+    counts = bootstrap_counts(n, args.bootstrap, np.random.default_rng(0))
+    result: dict = {"checkpoint": args.checkpoint, "data": args.data, "frames": n, "modalities": {}}
+    for m in args.modality:
+        rows = {}
+        for k in ("final", "global"):
+            stacks = {s: np.stack(conf[(m, s, k)]).astype(np.float64) for s in SETTINGS}
+            point = {s: 100 * float(miou_from_confusion(v.sum(0))) for s, v in stacks.items()}
+            boot = {
+                s: 100 * miou_from_confusion(np.einsum("rn,nij->rij", counts, v)) for s, v in stacks.items()
+            }
+            gap = point["all"] - point["zero-fill"]
+            rows[k] = {
+                s: {
+                    "miou": float(point[s]),
+                    "minus_mcn": float(point[s] - point["mcn"]),
+                    "minus_mcn_interval": percentile_interval(boot[s] - boot["mcn"]).tolist(),
+                }
+                for s in SETTINGS
+            }
+            rows[k]["recovery_mcn"] = (point["mcn"] - point["zero-fill"]) / gap if gap else None
+            rows[k]["recovery_real_feat_no_raw"] = (
+                (point["real-feat, no-raw"] - point["zero-fill"]) / gap if gap else None
+            )
+        result["modalities"][m] = rows
+    for m, rows in result["modalities"].items():
+        for k, r in rows.items():
+            print(f"{m} ({k}):")
+            for s in SETTINGS:
+                lo, hi = r[s]["minus_mcn_interval"]
+                star = "*" if lo > 0 or hi < 0 else " "
+                print(
+                    f"  {s:<20} {r[s]['miou']:5.1f}   - mcn {r[s]['minus_mcn']:+5.1f} [{lo:+.1f}, {hi:+.1f}]{star}"
+                )
+            print(f"  recovery: mcn {r['recovery_mcn']:.0%}, real features without the raw image "
+                  f"{r['recovery_real_feat_no_raw']:.0%}")  # fmt: skip
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
