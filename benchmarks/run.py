@@ -468,8 +468,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.case_list = [c.strip() for c in args.cases.split(",") if c.strip()]
     else:
         args.case_list = list(QUICK_CASES if args.quick else FULL_CASES)
-        if "onnxruntime" in args.backend_list:
-            args.case_list.append("edge-onnxruntime")
+    # --backends onnxruntime adds its case to an explicit --cases list too (it used to be
+    # dropped there without a word).
+    if "onnxruntime" in args.backend_list and "edge-onnxruntime" not in args.case_list:
+        args.case_list.append("edge-onnxruntime")
     unknown = [c for c in args.case_list if c not in bm.CASE_NAMES]
     if unknown:
         ap.error(f"unknown case(s) {unknown}; valid: {', '.join(bm.CASE_NAMES)}")

@@ -112,6 +112,25 @@ def test_unknown_case_lists_valid_ones():
         bm.build_case("nope", (64, 128))
 
 
+@pytest.mark.parametrize(
+    ("argv", "cases"),
+    [
+        (
+            ["--cases", "lraspp_mbv3l,edge", "--backends", "torch,onnxruntime"],
+            ["lraspp_mbv3l", "edge", "edge-onnxruntime"],
+        ),
+        (
+            ["--cases", "edge,edge-onnxruntime", "--backends", "torch,onnxruntime"],
+            ["edge", "edge-onnxruntime"],
+        ),
+        (["--cases", "lraspp_mbv3l,edge"], ["lraspp_mbv3l", "edge"]),
+    ],
+    ids=["added-to-explicit-cases", "not-twice", "torch-only"],
+)
+def test_onnxruntime_backend_adds_its_case_to_explicit_cases(argv, cases):
+    assert bench_run.parse_args(argv).case_list == cases
+
+
 def test_ratio_between_models_at_different_sizes_is_left_out():
     rows = {
         "edge": {"median_ms": 400.0, "model_size": None},
