@@ -66,6 +66,14 @@ The completed depth features are not worse than the completed thermal ones (norm
 of the depth gap against 55-64 % for thermal: the network downstream, trained on real depth,
 is what the completion fails to satisfy, not the per-pixel regression.
 
+**Where the depth gap is** (``tools/completion_gap.py``, docs/edge_v6_2/probes_2026-12-03.md).
+On edge v6.2 the real depth features *without* the raw depth image in the refinement recover
+89 % / 84 % / 86 % of the depth gap (seeds 1001 / 2024 / 2025), the MCN 17 % / 32 % / 22 %; in the
+global path alone the completed depth recovers 15-22 %, thermal 59-64 %. Three more trainings of
+this MCN moved depth by at most +0.3 mIoU (300 more steps, every sample dropping depth, a
+global-path logit distillation from the real-sensor teacher, ``loss.logit_distill_weight``), so
+the per-location completion of stride-8 depth features is at its ceiling here.
+
 **Per-sample presence.** :meth:`ModalCompletionNetwork.complete_masked` takes a ``[B, 3]`` keep
 mask: each sample is completed from its own kept modalities (the MLP input and the presence
 vector are per sample), and only the dropped entries are replaced (``torch.where``; kept
