@@ -96,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(len(data)):
             sample = data[i]
             inputs = {k: sample[k][None].float() for k in ("rgb", "depth", "thermal") if k in sample}
+            lacking = [m for m in args.modality if m not in inputs]
+            if lacking or len(inputs) < 2:
+                p.error(
+                    f"frame {i} of --data has {sorted(inputs)}; the gap of a sensor needs that sensor and at "
+                    f"least one other: drop {lacking or sorted(inputs)} from --modality or use data with them"
+                )
             target = sample["semantic"].numpy()
             for m in args.modality:
                 for s in SETTINGS:
@@ -136,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"  {s:<20} {r[s]['miou']:5.1f}   - mcn {r[s]['minus_mcn']:+5.1f} [{lo:+.1f}, {hi:+.1f}]{star}"
                 )
-            print(f"  recovery: mcn {r['recovery_mcn']:.0%}, real features without the raw image "
-                  f"{r['recovery_real_feat_no_raw']:.0%}")  # fmt: skip
+            share = {key: "n/a (no gap)" if r[key] is None else f"{r[key]:.0%}"
+                     for key in ("recovery_mcn", "recovery_real_feat_no_raw")}  # fmt: skip
+            print(f"  recovery: mcn {share['recovery_mcn']}, real features without the raw image "
+                  f"{share['recovery_real_feat_no_raw']}")  # fmt: skip
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -101,3 +101,15 @@ def test_command_line_writes_the_split(tool, tmp_path, capsys):
         assert row["all"]["minus_mcn"] == pytest.approx(row["all"]["miou"] - row["mcn"]["miou"])
     printed = capsys.readouterr().out
     assert "depth (final):" in printed and "recovery: mcn" in printed
+
+
+def test_data_without_the_sensor_is_refused_naming_the_fix(tool, tmp_path, capsys, monkeypatch):
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "tiny.pt", build_model("damcseg_tiny"))
+    sample = {k: v[0] for k, v in _inputs().items() if k != "thermal"}
+    sample["semantic"] = torch.zeros(H, W, dtype=torch.int64)
+    monkeypatch.setattr(tool, "build_dataset", lambda spec: [sample])  # a dataset without thermal
+    with pytest.raises(SystemExit) as exc:
+        tool.main(["--data", "no-thermal", "--checkpoint", str(ckpt), "--modality", "thermal"])
+    assert exc.value.code == 2
+    assert "drop ['thermal'] from --modality" in capsys.readouterr().err
