@@ -15,7 +15,10 @@ up-sampled, before DSAF, the depth prior and the CRF):
 * ``mcn``: ``m`` missing, the MCN's features (the completion-flag path the node takes);
 * ``mcn, raw``: the MCN's features, the refinement sees ``m``'s real image: what the refinement's
   loss of the raw image costs on top of the completion;
-* ``zero-fill``: ``m``'s image replaced by zeros and marked present (a black frame).
+* ``zero-fill``: ``m``'s image replaced by zeros and marked present (a black frame);
+* ``mcn, real boxes``: the MCN's features, but the refinement gets the detections of the
+  all-sensor run (the depth-prior path and scene complexity take the boxes): what the detector's
+  loss under completion costs the mask.
 
 The recovery ``(mcn - zero-fill) / (all - zero-fill)`` (the completion issue's measure) is then
 split into what the features recover and what only the raw image could. Every difference to
@@ -40,7 +43,7 @@ from damcseg_core.eval.conditions import bootstrap_counts, miou_from_confusion, 
 from damcseg_core.eval.segmentation_metrics import SegmentationIoU
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = ("all", "real-feat, no-raw", "mcn", "mcn, raw", "zero-fill")
+SETTINGS = ("all", "real-feat, no-raw", "mcn", "mcn, raw", "zero-fill", "mcn, real boxes")
 
 
 def _masks(model, inputs: dict[str, torch.Tensor], m: str, setting: str) -> tuple[np.ndarray, np.ndarray]:
@@ -56,7 +59,7 @@ def _masks(model, inputs: dict[str, torch.Tensor], m: str, setting: str) -> tupl
         normalized = {k: v for k, v in feats.normalized.items() if k != m}
         feats = dataclasses.replace(feats, normalized=normalized)
         head_inputs = rest
-    elif setting == "mcn":
+    elif setting in ("mcn", "mcn, real boxes"):
         feats, head_inputs = model.forward_features(rest), rest
     elif setting == "mcn, raw":
         feats = model.forward_features(rest)
@@ -69,7 +72,16 @@ def _masks(model, inputs: dict[str, torch.Tensor], m: str, setting: str) -> tupl
         head_inputs = inputs
     else:
         raise ValueError(setting)
-    out = model.forward_head(feats, head_inputs)
+    if setting == "mcn, real boxes":
+        full = model(inputs)
+        detections = (full.boxes, full.scores, full.labels)
+        model.det_head.postprocess = lambda *args, **kwargs: detections  # this call only
+        try:
+            out = model.forward_head(feats, head_inputs)
+        finally:
+            del model.det_head.postprocess  # back to the class's method
+    else:
+        out = model.forward_head(feats, head_inputs)
     h, w = inputs[next(iter(inputs))].shape[-2:]
     glob = model.forward_dense(feats, head_inputs).global_logits
     glob = F.interpolate(glob, size=(h, w), mode="bilinear", align_corners=False)

@@ -58,11 +58,43 @@ def test_settings_are_what_the_node_would_run(tool, tiny, m):
     assert (got["real-feat, no-raw"][1] == got["all"][1]).all()
     assert (got["mcn, raw"][1] == got["mcn"][1]).all()
     assert not (got["mcn"][1] == got["all"][1]).all()  # the completion is not the real sensor
+    assert (got["mcn, real boxes"][1] == got["mcn"][1]).all()  # boxes never reach the global path
+    assert not hasattr(tiny.det_head, "__dict__") or "postprocess" not in vars(tiny.det_head)  # restored
+
+
+def test_real_boxes_setting_hands_the_all_sensor_detections_to_the_refinement(tool):
+    torch.manual_seed(0)
+    tiny = build_model("damcseg_tiny", detection={"score_threshold": 0.0}).eval()  # boxes even untrained
+    inputs = _inputs(2)
+    with torch.no_grad():
+        full = tiny(inputs)
+        own = tiny({k: v for k, v in inputs.items() if k != "depth"})
+    assert len(full.boxes[0]) > 0 and not torch.equal(full.boxes[0], own.boxes[0])
+    seen = {}
+
+    def grab(module, args):
+        seen["detections"] = args[1]
+
+    handle = tiny.refinement.register_forward_pre_hook(grab)
+    try:
+        with torch.no_grad():
+            tool._masks(tiny, inputs, "depth", "mcn, real boxes")
+    finally:
+        handle.remove()
+    boxes, scores, labels = seen["detections"]
+    assert torch.equal(boxes[0], full.boxes[0]) and torch.equal(scores[0], full.scores[0])
+    assert torch.equal(labels[0], full.labels[0])
 
 
 @pytest.mark.parametrize(
     ("setting", "sees_depth"),
-    [("mcn, raw", True), ("mcn", False), ("real-feat, no-raw", False), ("all", True)],
+    [
+        ("mcn, raw", True),
+        ("mcn", False),
+        ("real-feat, no-raw", False),
+        ("all", True),
+        ("mcn, real boxes", False),
+    ],
 )
 def test_which_settings_hand_the_real_image_to_the_refinement(tool, tiny, setting, sees_depth):
     """The refinement (scene complexity, depth prior, CRF guide) gets the real depth image only
