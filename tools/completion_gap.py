@@ -37,55 +37,94 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from damcseg_core import MODALITIES
 from damcseg_core.checkpoint import load_model
 from damcseg_core.data.registry import build_dataset
 from damcseg_core.eval.conditions import bootstrap_counts, miou_from_confusion, percentile_interval
 from damcseg_core.eval.segmentation_metrics import SegmentationIoU
+from damcseg_core.inference import default_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ("all", "real-feat, no-raw", "mcn", "mcn, raw", "zero-fill", "mcn, real boxes")
 
 
+class _Frame:
+    """One frame's passes, each run once and shared by the settings (and modalities) that use it.
+
+    The all-sensor run is the same for every modality; the MCN's features of ``m`` serve "mcn",
+    "mcn, raw" and "mcn, real boxes"; the global path reads only the fused features, so it runs
+    once per feature set.
+    """
+
+    def __init__(self, model, inputs: dict[str, torch.Tensor]) -> None:
+        self.model, self.inputs = model, inputs
+        self.size = inputs[next(iter(inputs))].shape[-2:]
+        self._full = None
+        self._mcn: dict[str, tuple] = {}
+
+    def _global(self, feats, head_inputs) -> np.ndarray:
+        logits = self.model.forward_dense(feats, head_inputs).global_logits
+        logits = F.interpolate(logits, size=self.size, mode="bilinear", align_corners=False)
+        return logits.argmax(1)[0].numpy()
+
+    def full(self) -> tuple:
+        """``(features, output, global mask)`` of the all-sensor run."""
+        if self._full is None:
+            feats = self.model.forward_features(self.inputs)
+            out = self.model.forward_head(feats, self.inputs)
+            self._full = (feats, out, self._global(feats, self.inputs))
+        return self._full
+
+    def mcn(self, m: str) -> tuple:
+        """``(features, global mask)`` with ``m`` missing and completed by the MCN."""
+        if m not in self._mcn:
+            rest = {k: v for k, v in self.inputs.items() if k != m}
+            feats = self.model.forward_features(rest)
+            self._mcn[m] = (feats, self._global(feats, rest))
+        return self._mcn[m]
+
+    def masks(self, m: str, setting: str) -> tuple[np.ndarray, np.ndarray]:
+        """(final, global-path) label maps ``[H, W]`` under ``setting`` for modality ``m``."""
+        model, inputs = self.model, self.inputs
+        rest = {k: v for k, v in inputs.items() if k != m}
+        if setting == "all":
+            _, out, glob = self.full()
+        elif setting == "zero-fill":
+            zeroed = dict(inputs, **{m: torch.zeros_like(inputs[m])})
+            feats = model.forward_features(zeroed)
+            out, glob = model.forward_head(feats, zeroed), self._global(feats, zeroed)
+        elif setting == "real-feat, no-raw":
+            feats, _, glob = self.full()
+            normalized = {k: v for k, v in feats.normalized.items() if k != m}
+            out = model.forward_head(dataclasses.replace(feats, normalized=normalized), rest)
+        elif setting == "mcn":
+            feats, glob = self.mcn(m)
+            out = model.forward_head(feats, rest)
+        elif setting == "mcn, raw":
+            feats, glob = self.mcn(m)
+            normalized = dict(feats.normalized, **{m: model.normalizer(m, inputs[m])})
+            present = tuple(k for k in MODALITIES if k in inputs)
+            # completed_mask marks m as completed, which makes the head zero m's image for the
+            # refinement (a dropped sensor's image must not leak); here it is meant to see it.
+            no_drop = torch.zeros_like(feats.completed_mask)
+            feats = dataclasses.replace(feats, normalized=normalized, present=present, completed_mask=no_drop)
+            out = model.forward_head(feats, inputs)
+        elif setting == "mcn, real boxes":
+            _, full, _ = self.full()
+            feats, glob = self.mcn(m)
+            detections = (full.boxes, full.scores, full.labels)
+            model.det_head.postprocess = lambda *args, **kwargs: detections  # this call only
+            try:
+                out = model.forward_head(feats, rest)
+            finally:
+                del model.det_head.postprocess  # back to the class's method
+        else:
+            raise ValueError(setting)
+        return out.seg_logits.argmax(1)[0].numpy(), glob
+
+
 def _masks(model, inputs: dict[str, torch.Tensor], m: str, setting: str) -> tuple[np.ndarray, np.ndarray]:
-    """(final, global-path) label maps ``[H, W]`` of one frame under ``setting`` for modality ``m``."""
-    rest = {k: v for k, v in inputs.items() if k != m}
-    if setting == "all":
-        feats, head_inputs = model.forward_features(inputs), inputs
-    elif setting == "zero-fill":
-        zeroed = dict(inputs, **{m: torch.zeros_like(inputs[m])})
-        feats, head_inputs = model.forward_features(zeroed), zeroed
-    elif setting == "real-feat, no-raw":
-        feats = model.forward_features(inputs)
-        normalized = {k: v for k, v in feats.normalized.items() if k != m}
-        feats = dataclasses.replace(feats, normalized=normalized)
-        head_inputs = rest
-    elif setting in ("mcn", "mcn, real boxes"):
-        feats, head_inputs = model.forward_features(rest), rest
-    elif setting == "mcn, raw":
-        feats = model.forward_features(rest)
-        normalized = dict(feats.normalized, **{m: model.normalizer(m, inputs[m])})
-        present = tuple(k for k in ("rgb", "depth", "thermal") if k in inputs)
-        # completed_mask marks m as completed, which makes the head zero m's image for the
-        # refinement (a dropped sensor's image must not leak); here it is meant to see it.
-        no_drop = torch.zeros_like(feats.completed_mask)
-        feats = dataclasses.replace(feats, normalized=normalized, present=present, completed_mask=no_drop)
-        head_inputs = inputs
-    else:
-        raise ValueError(setting)
-    if setting == "mcn, real boxes":
-        full = model(inputs)
-        detections = (full.boxes, full.scores, full.labels)
-        model.det_head.postprocess = lambda *args, **kwargs: detections  # this call only
-        try:
-            out = model.forward_head(feats, head_inputs)
-        finally:
-            del model.det_head.postprocess  # back to the class's method
-    else:
-        out = model.forward_head(feats, head_inputs)
-    h, w = inputs[next(iter(inputs))].shape[-2:]
-    glob = model.forward_dense(feats, head_inputs).global_logits
-    glob = F.interpolate(glob, size=(h, w), mode="bilinear", align_corners=False)
-    return out.seg_logits.argmax(1)[0].numpy(), glob.argmax(1)[0].numpy()
+    """One setting on a frame of its own (what the tests call; :func:`main` shares a ``_Frame``)."""
+    return _Frame(model, inputs).masks(m, setting)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--data", required=True, help="dataset spec, e.g. synthetic:frames=48,size=256x512,seed=1001"
     )
-    p.add_argument("--checkpoint", default=str(ROOT / "damcseg_core/weights/damcseg_edge.pt"))
+    p.add_argument("--checkpoint", default=str(default_checkpoint()))
     p.add_argument("--modality", nargs="+", default=["depth", "thermal"], choices=["rgb", "depth", "thermal"])
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--threads", type=int, default=2)
@@ -107,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         for i in range(len(data)):
             sample = data[i]
-            inputs = {k: sample[k][None].float() for k in ("rgb", "depth", "thermal") if k in sample}
+            inputs = {k: sample[k][None].float() for k in MODALITIES if k in sample}
             lacking = [m for m in args.modality if m not in inputs]
             if lacking or len(inputs) < 2:
                 p.error(
@@ -115,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"least one other: drop {lacking or sorted(inputs)} from --modality or use data with them"
                 )
             target = sample["semantic"].numpy()
+            frame = _Frame(model, inputs)
             for m in args.modality:
                 for s in SETTINGS:
-                    final, glob = _masks(model, inputs, m, s)
+                    final, glob = frame.masks(m, s)
                     conf[(m, s, "final")].append(probe.sample_stats(final, target))
                     conf[(m, s, "global")].append(probe.sample_stats(glob, target))
     n = len(data)

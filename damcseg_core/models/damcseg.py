@@ -450,7 +450,7 @@ class DAMCSeg(nn.Module):
         with torch.no_grad():
             _, seg_pyr = self.backbone(teacher_fused)
             logits, _ = self.global_path(seg_pyr, size)
-        return logits.detach()
+        return logits
 
 
 def _upgrade_hook(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
