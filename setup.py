@@ -15,6 +15,7 @@ _CLI = {
     "damcseg-make-synthetic": "damcseg_core.cli.make_synthetic:main",
     "damcseg-info": "damcseg_core.cli.info:main",
     "damcseg-train": "damcseg_core.cli.train:main",
+    "damcseg-train-depth": "damcseg_core.cli.train_depth:main",
     "damcseg-eval": "damcseg_core.cli.eval:main",
     "damcseg-bag-eval": "damcseg_core.cli.bag_eval:main",
     "damcseg-export": "damcseg_core.cli.export:main",

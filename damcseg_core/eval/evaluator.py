@@ -84,7 +84,7 @@ def to_jsonable(value: Any) -> Any:
 
 @contextlib.contextmanager
 def completion_disabled(predictor: Any) -> Iterator[None]:
-    """Run ``predictor`` with its model's completion network (MCN) switched off.
+    """Run ``predictor`` with its model's completion network (MCN, and a depth image completer) off.
 
     The model then takes the path it has without an MCN (the fusion sums only the present
     modalities' features; ``completed`` stays empty). Both the Predictor's model and its inference
@@ -106,14 +106,19 @@ def completion_disabled(predictor: Any) -> Iterator[None]:
             f"but this predictor runs {kinds}; evaluate the checkpoint (--checkpoint) instead of an "
             "export, or use missing:<m> / zero-fill:<m>"
         )
-    saved = [mod.completion for mod in modules]
+    # The depth image completer (completion.depth_image) is completion too: off with the MCN.
+    saved = [(mod.completion, getattr(mod, "depth_completer", None)) for mod in modules]
     try:
         for mod in modules:
             mod.completion = None
+            if hasattr(mod, "depth_completer"):
+                mod.depth_completer = None
         yield
     finally:
-        for mod, completion in zip(modules, saved):
+        for mod, (completion, depth_completer) in zip(modules, saved):
             mod.completion = completion
+            if hasattr(mod, "depth_completer"):
+                mod.depth_completer = depth_completer
 
 
 @dataclasses.dataclass

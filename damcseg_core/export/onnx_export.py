@@ -88,6 +88,12 @@ def parse_subset(spec: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(m for m in MODALITIES if m in names)
 
 
+def dense_output_names(dense) -> tuple[str, ...]:
+    """The outputs of a dense graph: :data:`DENSE_OUTPUTS`, and ``completed_depth`` where the
+    model's depth image completer fills in a missing depth (``DenseOutputs.completed_depth``)."""
+    return DENSE_OUTPUTS + (("completed_depth",) if dense.completed_depth is not None else ())
+
+
 def dense_file_name(subset: Sequence[str]) -> str:
     """File name of the dense graph of a modality subset, e.g. ``dense_rgb+thermal.onnx``."""
     return f"dense_{'+'.join(parse_subset(subset))}.onnx"
@@ -104,7 +110,7 @@ class _DenseGraph(nn.Module):
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         inputs = dict(zip(self.subset, tensors))
         dense = self.model.forward_dense(self.model.forward_features(inputs), inputs)
-        return tuple(getattr(dense, name) for name in DENSE_OUTPUTS)
+        return tuple(getattr(dense, name) for name in dense_output_names(dense))
 
 
 class _LocalGraph(nn.Module):
@@ -262,21 +268,23 @@ def export_onnx(
                     modalities=list(subset),
                     completed=list(feats.completed),
                     input_names=list(subset),
-                    output_names=list(DENSE_OUTPUTS),
+                    output_names=list(dense_output_names(dense)),
                     detection_levels=list(levels),
                     num_anchors=int(dense.anchors.shape[0]),
                 )
                 path = out_dir / dense_file_name(subset)
                 axes = {m: {2: "height", 3: "width"} for m in subset}
                 axes.update({k: {1: "anchors"} for k in ("cls_logits", "box_deltas")})
-                for k in ("global_logits", "seg_feature", "image_stack"):
+                for k in ("global_logits", "seg_feature", "image_stack", "completed_depth"):
                     axes[k] = {2: f"{k}_height", 3: f"{k}_width"}
+                names = dense_output_names(dense)
+                axes = {k: v for k, v in axes.items() if k in subset or k in names}
                 _onnx_export(
                     _DenseGraph(model, subset).eval(),
                     tuple(example[m] for m in subset),
                     path,
                     subset,
-                    DENSE_OUTPUTS,
+                    names,
                     axes,
                     meta,
                 )

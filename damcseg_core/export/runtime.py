@@ -230,7 +230,7 @@ class OnnxRuntimeModel:
             graph = {o.name for o in self._dense[subset].get_outputs()}
             self._dense_names[subset] = [
                 LEGACY_OUTPUT_NAMES.get(n, n) if n not in graph else n for n in DENSE_OUTPUTS
-            ]
+            ] + (["completed_depth"] if "completed_depth" in graph else [])
         self._local = session(local_file)
         self._local_meta = metas[local_file]
         self._parts = _GlueParts(cfg, first["backbone_channels"], first["glue_state"])
@@ -316,7 +316,7 @@ class OnnxRuntimeModel:
         feed = {m: inputs[m].detach().to("cpu", torch.float32).contiguous().numpy() for m in subset}
         outs = dict(
             zip(
-                DENSE_OUTPUTS,
+                (*DENSE_OUTPUTS, "completed_depth"),
                 (torch.from_numpy(o) for o in self._dense[subset].run(self._dense_names[subset], feed)),
             )
         )

@@ -66,7 +66,8 @@ class PredictionResult:
         alpha / beta / gamma: image-level branch weights after DSAF (global, local, depth-prior).
         omega: ``(3,)`` float32 modality reliability weights in ``MODALITIES`` order (eq. 1).
         present: modalities given.
-        completed: modalities whose features the model predicted (MCN).
+        completed: modalities the model filled in (MCN features, or a depth image with
+            ``completion.depth_image``).
         inference_ms: model forward time in milliseconds.
         class_names: the class names of the model, indexed by class id.
     """

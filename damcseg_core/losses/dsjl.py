@@ -2,7 +2,7 @@
 
 ``total = L_det + lambda1 * L_seg + lambda2 * L_align + completion_weight * L_comp
 + distill_weight * L_distill + logit_distill_weight * L_logit + aux_weight * CE(global path)
-+ gate_cost_weight * gate_cost + omega_cost_weight * omega_cost``
++ gate_cost_weight * gate_cost + omega_cost_weight * omega_cost + depth_image_weight * L_depth``
 
 * ``L_det``, ``L_seg``, ``L_align``, ``L_comp``: see :mod:`~damcseg_core.losses.detection`,
   :mod:`~damcseg_core.losses.segmentation`, :mod:`~damcseg_core.losses.alignment`,
@@ -46,6 +46,7 @@ from damcseg_core.losses.alignment import AlignmentLossConfig, alignment_loss, m
 from damcseg_core.losses.completion import (
     CompletionLossConfig,
     completion_loss,
+    depth_completion_loss,
     distillation_loss,
     logit_distillation_loss,
 )
@@ -73,12 +74,20 @@ class LossConfig:
     aux_weight: float = 0.4  # deep supervision CE on the global path logits (0 disables)
     gate_cost_weight: float = 0.0  # weight of the local-branch gate compute cost
     omega_cost_weight: float = 0.0  # weight of the mean modal-attention weight (module docstring)
+    # Weight of the depth image completer's own loss (log-depth L1 + validity BCE,
+    # damcseg_core.models.depth_completion) on every sample with a real depth image; only
+    # models with completion.depth_image have the completer.
+    depth_image_weight: float = 1.0
     detection: DetectionLossConfig = dataclasses.field(default_factory=DetectionLossConfig)
     segmentation: SegmentationLossConfig = dataclasses.field(default_factory=SegmentationLossConfig)
     alignment: AlignmentLossConfig = dataclasses.field(default_factory=AlignmentLossConfig)
     completion: CompletionLossConfig = dataclasses.field(default_factory=CompletionLossConfig)
 
     def __post_init__(self) -> None:
+        if self.depth_image_weight < 0:
+            raise ValueError(
+                f"loss.depth_image_weight must be >= 0 (0 disables), got {self.depth_image_weight}"
+            )
         if self.logit_distill_weight < 0:
             raise ValueError(
                 f"loss.logit_distill_weight must be >= 0 (0 disables), got {self.logit_distill_weight}"
@@ -117,7 +126,7 @@ class DSJLoss:
             anchors per image, a detached statistic), ``seg_ce``, ``seg_boundary``,
             ``seg_dice``, ``seg_tiny``, ``seg_occlusion``, ``seg``, ``align``, ``align_iou``
             (a detached statistic), ``completion``, ``distill``, ``logit_distill``, ``aux``, ``gate_cost``,
-            ``omega_cost`` and ``total``.
+            ``omega_cost``, ``depth_image`` and ``total``.
         """
         cfg = self.cfg
         # Losses are computed in float32 even when the model ran under bfloat16 autocast.
@@ -217,6 +226,12 @@ class DSJLoss:
         losses["omega_cost"] = (
             omega.float().mean() if torch.is_tensor(omega) else out.seg_logits.sum().mul(0.0).abs()
         )
+        prediction = getattr(lmmf, "depth_prediction", None)
+        if prediction is not None and cfg.depth_image_weight > 0:
+            l1, bce = depth_completion_loss(*prediction)
+            losses["depth_image"] = l1 + bce
+        else:
+            losses["depth_image"] = out.seg_logits.sum().mul(0.0).abs()
         losses["total"] = (
             losses["det"]
             + cfg.lambda1 * losses["seg"]
@@ -227,5 +242,6 @@ class DSJLoss:
             + cfg.aux_weight * losses["aux"]
             + cfg.gate_cost_weight * losses["gate_cost"]
             + cfg.omega_cost_weight * losses["omega_cost"]
+            + cfg.depth_image_weight * losses["depth_image"]
         )
         return losses

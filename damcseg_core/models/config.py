@@ -109,8 +109,21 @@ class CompletionConfig:
     # per-location MLP of the paper (every checkpoint written before the fields loads with them).
     context: int = 0
     row_embedding: bool = False
+    # A missing depth sensor completed as a depth *image* (damcseg_core.models.depth_completion)
+    # that the real depth encoder, the detector and the depth-prior path then read, instead of
+    # MCN features. 0 = off (the MCN completes depth; every checkpoint before the field), else
+    # the completer's stride-8 width.
+    depth_image: int = 0
+    # Mark an image-completed depth as "completed" in the attention's completion flag. Off: the
+    # gates see it as a real (if poor) depth image, which is what its features are.
+    depth_image_flag: bool = False
 
     def __post_init__(self) -> None:
+        if self.depth_image < 0 or self.depth_image % 4:
+            raise ValueError(
+                f"completion.depth_image must be 0 (off) or a positive multiple of 4 (the completer's "
+                f"width), got {self.depth_image}"
+            )
         if self.layers < 1 or self.hidden < 1:
             raise ValueError(f"MCN needs layers >= 1 and hidden >= 1, got {self.layers}, {self.hidden}")
         if self.context < 0:

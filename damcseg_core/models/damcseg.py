@@ -29,6 +29,7 @@ from damcseg_core.models.backbone import SharedBackbone
 from damcseg_core.models.branch_gating import GATE_IN_FEATURES
 from damcseg_core.models.completion import ModalCompletionNetwork
 from damcseg_core.models.config import ModelConfig
+from damcseg_core.models.depth_completion import DepthImageCompleter
 from damcseg_core.models.detection_head import DetectionHead
 from damcseg_core.models.encoders import (
     DilatedModalEncoder,
@@ -77,6 +78,12 @@ class LMMFFeatures:
             modality (no gradient), the distillation target for samples that dropped a given
             modality; ``None`` when no sample dropped one.
         distill_mask: ``[B]`` bool, the samples ``teacher_fused`` is a target for (``None`` with it).
+        completed_depth: ``[B, 1, H, W]`` depth image in metres the refinement reads when the
+            depth image completer (``completion.depth_image``) filled in depth for some sample:
+            its prediction there, the real depth elsewhere; ``None`` otherwise.
+        depth_prediction: training only: the completer's raw ``(log_depth, valid_logit)`` on
+            every sample, with the real depth image as ``target``, for its loss
+            (:func:`~damcseg_core.losses.completion.depth_completion_loss`); else ``None``.
     """
 
     normalized: dict[str, torch.Tensor]
@@ -89,6 +96,8 @@ class LMMFFeatures:
     completed_mask: torch.Tensor | None = None
     teacher_fused: torch.Tensor | None = None
     distill_mask: torch.Tensor | None = None
+    completed_depth: torch.Tensor | None = None
+    depth_prediction: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
 
 class DAMCSeg(nn.Module):
@@ -130,6 +139,11 @@ class DAMCSeg(nn.Module):
         else:  # ablation baseline: no MCN, no attention (missing modalities are zeros)
             self.completion = None
             self.attention = ConcatFusion(width)
+        self.depth_completer = (
+            DepthImageCompleter(width, cfg.normalization.max_depth, cfg.completion.depth_image)
+            if cfg.completion.depth_image
+            else None
+        )
         self.backbone = SharedBackbone(width, cfg.backbone, pretrained=cfg.pretrained)
         self.det_head = DetectionHead(self.backbone.channels, cfg.detection, cfg.num_det_classes)
         self.global_path = GlobalPath(self.backbone.channels, cfg.segmentation, cfg.num_classes)
@@ -198,17 +212,53 @@ class DAMCSeg(nn.Module):
             raise ValueError(f"the keep-mask drops every modality of samples {empty}; keep at least one")
         return host
 
+    def _depth_image(
+        self,
+        encoded: dict[str, torch.Tensor],
+        normalized: dict[str, torch.Tensor],
+        keep: torch.Tensor | None = None,
+        raw: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The depth image completer on the rgb / thermal features and images (zeros where absent).
+
+        ``keep`` (``[B, 3]`` bool on the features' device) zeroes what a sample dropped. Returns
+        the depth image in metres, or with ``raw`` the ``(log_depth, valid_logit)`` maps.
+        """
+        ref = next(iter(encoded.values()))
+        b, _, h, w = next(iter(normalized.values())).shape
+        parts, images = [], []
+        for m, c in (("rgb", 3), ("thermal", 1)):
+            f = encoded.get(m, ref.new_zeros(ref.shape))
+            x = normalized.get(m, ref.new_zeros(b, c, h, w))
+            if keep is not None and m in encoded:
+                k = keep[:, MODALITIES.index(m)].to(ref.dtype).view(-1, 1, 1, 1)
+                f, x = f * k, x * k
+            parts.append(f)
+            images.append(x)
+        args = (parts[0], parts[1], torch.cat(images, dim=1))
+        return self.depth_completer.forward_raw(*args) if raw else self.depth_completer(*args)
+
     def _features_static(self, inputs: dict[str, torch.Tensor], present: tuple[str, ...]) -> LMMFFeatures:
-        """Every sample uses every given modality; the MCN completes the absent ones."""
+        """Every sample uses every given modality; the MCN completes the absent ones (depth, with
+        ``completion.depth_image``, as an image the real depth encoder reads)."""
         normalized = {m: self.normalizer(m, inputs[m]) for m in present}
         encoded = {m: self.encoders[m](normalized[m]) for m in present}
         ref = encoded[present[0]]
         flags = ref.new_tensor([float(m not in present) for m in MODALITIES]).expand(ref.shape[0], -1)
+        completed_depth = None
+        if self.depth_completer is not None and "depth" not in present:
+            completed_depth = self._depth_image(encoded, normalized)
+            normalized["depth"] = self.normalizer("depth", completed_depth)
+            encoded["depth"] = self.encoders["depth"](normalized["depth"])
+            if not self.config.completion.depth_image_flag:
+                flags = flags * flags.new_tensor([float(m != "depth") for m in MODALITIES])
         if self.completion is not None:
             completed_feats, completed = self.completion(dict(encoded))
         else:
             completed_feats, completed = dict(encoded), ()
-        fused, weights = self.attention(completed_feats, flags if completed else None)
+        if completed_depth is not None:
+            completed = tuple(m for m in MODALITIES if m in completed or m == "depth")
+        fused, weights = self.attention(completed_feats, flags if bool((flags > 0).any()) else None)
         return LMMFFeatures(
             normalized=normalized,
             encoded=encoded,
@@ -218,6 +268,7 @@ class DAMCSeg(nn.Module):
             present=present,
             completed=completed,
             completed_mask=(flags > 0) if completed else torch.zeros_like(flags, dtype=torch.bool),
+            completed_depth=completed_depth,
         )
 
     def _features_masked(
@@ -229,8 +280,12 @@ class DAMCSeg(nn.Module):
         dropped = tuple(m for m in present if not kept_by_all[m])  # real input, dropped somewhere
         normalized = {m: self.normalizer(m, inputs[m]) for m in present}
         encoded: dict[str, torch.Tensor] = {}
+        image_completes = self.depth_completer is not None and not kept_by_all["depth"]
         for m in present:
-            if kept_by_any[m]:  # one pass on the whole batch; dropped samples get no gradient below
+            # One pass on the whole batch; dropped samples get no gradient below. With the depth
+            # image completer the real depth is only a target here: the pass that trains runs on
+            # the real / completed mix below.
+            if kept_by_any[m] and not (m == "depth" and image_completes):
                 encoded[m] = self.encoders[m](normalized[m])
             else:
                 with torch.no_grad():
@@ -239,9 +294,37 @@ class DAMCSeg(nn.Module):
         dev_keep = keep.to(ref.device)
         targets = {m: (encoded[m].detach() if m in dropped else encoded[m]) for m in present}
         used = {m: encoded[m] for m in present if kept_by_any[m]}
+        mcn_keep, completed_depth, depth_prediction, image_depth = dev_keep, None, None, None
+        d = MODALITIES.index("depth")
+        if image_completes:
+            # Depth dropped (or absent) for some samples: they get the completer's depth image
+            # through the real depth encoder; the MCN then completes only the other modalities.
+            image_depth = ~dev_keep[:, d]
+            masked_norm = {m: normalized[m] for m in ("rgb", "thermal") if m in normalized}
+            masked_enc = {m: encoded[m] for m in ("rgb", "thermal") if m in encoded}
+            log_depth, valid_logit = self._depth_image(masked_enc, masked_norm, dev_keep, raw=True)
+            predicted = torch.where(valid_logit > 0, log_depth.exp(), torch.zeros_like(log_depth))
+            sel = image_depth.view(-1, 1, 1, 1)
+            if "depth" in present:
+                completed_depth = torch.where(sel, predicted, inputs["depth"].to(predicted.dtype))
+                depth_prediction = (log_depth, valid_logit, inputs["depth"])
+            else:
+                completed_depth = predicted
+            # The encoder reads the prediction as the normaliser reads a sensor's image; the
+            # downstream gradient reaches the completer through the depth values (the validity
+            # is a threshold, trained by the completion loss).
+            norm_pred = self.normalizer("depth", predicted)
+            mixed = norm_pred if "depth" not in present else torch.where(sel, norm_pred, normalized["depth"])
+            normalized["depth"] = mixed
+            used["depth"] = self.encoders["depth"](mixed)
+            mcn_keep = dev_keep.clone()
+            mcn_keep[:, d] = True
         if self.completion is not None:
-            completed_feats = self.completion.complete_masked(used, dev_keep)
-            completed_mask = ~dev_keep
+            completed_feats = self.completion.complete_masked(used, mcn_keep)
+            completed_mask = ~mcn_keep
+            if image_depth is not None and self.config.completion.depth_image_flag:
+                completed_mask = completed_mask.clone()
+                completed_mask[:, d] = image_depth
         else:  # ConcatFusion baseline: a dropped modality is zeros
             zero = ref.new_zeros(())
             completed_feats = {
@@ -250,8 +333,12 @@ class DAMCSeg(nn.Module):
                 if (f := used.get(m)) is not None
             }
             completed_mask = torch.zeros_like(dev_keep)
-        completed = tuple(m for i, m in enumerate(MODALITIES) if bool(completed_mask[:, i].any()))
-        flags = completed_mask.to(ref.dtype) if completed else None
+        completed = tuple(
+            m
+            for i, m in enumerate(MODALITIES)
+            if bool(completed_mask[:, i].any()) or (m == "depth" and image_depth is not None)
+        )
+        flags = completed_mask.to(ref.dtype) if bool(completed_mask.any()) else None
         fused, weights = self.attention(completed_feats, flags)
         teacher, distill = None, None
         if dropped and self.completion is not None:
@@ -267,6 +354,8 @@ class DAMCSeg(nn.Module):
             teacher = teacher.detach()
             distill = (have & ~keep).any(dim=1).to(ref.device)
         for i, m in enumerate(MODALITIES):  # a sample's dropped input must not reach the head
+            if m == "depth" and image_depth is not None:
+                continue  # the completed image replaced it already
             if m in normalized and not kept_by_all[m]:
                 if kept_by_any[m]:
                     normalized[m] = normalized[m] * dev_keep[:, i, None, None, None].to(normalized[m].dtype)
@@ -283,6 +372,8 @@ class DAMCSeg(nn.Module):
             completed_mask=completed_mask,
             teacher_fused=teacher,
             distill_mask=distill,
+            completed_depth=completed_depth,
+            depth_prediction=depth_prediction,
         )
 
     def _image_stack(
@@ -344,6 +435,7 @@ class DAMCSeg(nn.Module):
             seg_feature=seg_pyr[0],
             image_stack=self._image_stack(feats.normalized, inputs),
             omega=feats.omega,
+            completed_depth=feats.completed_depth,
         )
 
     @staticmethod
@@ -362,7 +454,7 @@ class DAMCSeg(nn.Module):
             return inputs
         out = dict(inputs)
         for j, m in enumerate(MODALITIES):
-            if m in used and bool(mask[:, j].any()):
+            if m in used and m in inputs and bool(mask[:, j].any()):
                 keep = (~mask[:, j]).to(inputs[m].dtype).view(-1, 1, 1, 1)
                 out[m] = inputs[m] * keep
         return out
@@ -406,8 +498,10 @@ class DAMCSeg(nn.Module):
         out = r.to_output(feats.omega, feats.present, feats.completed)
         if not self.training:
             return out
-        completion = {
-            m: (feats.completed_feats[m], feats.encoded[m]) for m in feats.completed if m in feats.encoded
+        completion = {  # the MCN's loss; an image-completed depth has its own (depth_prediction)
+            m: (feats.completed_feats[m], feats.encoded[m])
+            for m in feats.completed
+            if m in feats.encoded and not (m == "depth" and feats.completed_depth is not None)
         }
         st = self.config.segmentation.fusion_stride
         teacher = None

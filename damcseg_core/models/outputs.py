@@ -87,6 +87,10 @@ class DenseOutputs:
         omega: ``[B, 3]`` mean reliability per modality.
         anchor_levels: ``[A]`` pyramid level index of each anchor (training only; the onnxruntime
             backend leaves it ``None``).
+        completed_depth: ``[B, 1, H, W]`` depth image (metres) the depth image completer filled in
+            (``completion.depth_image``); the refinement reads it as the depth image. ``None``
+            when depth was given or is completed as MCN features. An ONNX graph of a subset
+            without depth outputs it when the model has the completer.
     """
 
     cls_logits: torch.Tensor
@@ -97,6 +101,7 @@ class DenseOutputs:
     image_stack: torch.Tensor
     omega: torch.Tensor
     anchor_levels: torch.Tensor | None = None
+    completed_depth: torch.Tensor | None = None
 
 
 @dataclasses.dataclass
@@ -114,7 +119,8 @@ class DamcsegOutput:
         omega: ``[B, 3]`` mean reliability weight of (rgb, depth, thermal); a
             completed modality has one too: how much its MCN-predicted features were trusted.
         present: modalities given as input, in ``MODALITIES`` order.
-        completed: modalities whose features the MCN predicted, in ``MODALITIES`` order.
+        completed: modalities the model filled in (MCN features, or the depth image of
+            ``completion.depth_image``), in ``MODALITIES`` order.
     """
 
     seg_logits: torch.Tensor

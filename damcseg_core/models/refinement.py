@@ -168,6 +168,14 @@ class RefinementHead(nn.Module):
             dropped: optional ``[B, 3]`` bool, a sensor dropped for a sample (see :meth:`guide_image`).
         """
         b, h, w = input_shape(inputs)
+        if dense.completed_depth is not None:
+            # The depth image completer filled in depth (the real depth where a sample had it):
+            # scene complexity and the depth-prior path read it like a sensor's image.
+            inputs = dict(inputs, depth=dense.completed_depth)
+            used = tuple(m for m in MODALITIES if m in used or m == "depth")
+            if dropped is not None:
+                dropped = dropped.clone()
+                dropped[:, MODALITIES.index("depth")] = False
         global_logits = dense.global_logits
         use_boxes, use_scores, use_labels = self._roi_inputs(
             detections, roi_boxes, roi_labels, b, global_logits.device

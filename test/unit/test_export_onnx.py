@@ -127,6 +127,28 @@ def test_context_mcn_exports_and_matches_torch(tmp_path) -> None:
         assert report.max_omega_error <= WEIGHT_TOLERANCE
 
 
+@pytest.mark.parametrize("subset", [("rgb", "thermal"), ("rgb",)], ids=["rgb+thermal", "rgb"])
+def test_depth_image_completer_exports_and_matches_torch(tmp_path, subset) -> None:
+    # completion.depth_image: the graphs without depth give the completed depth image as an extra
+    # output, and the refinement reads it on both backends (depth prior, scene complexity).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_model("damcseg_tiny", completion={"depth_image": 16}).eval()
+    export_onnx(model, tmp_path, size=(64, 128), modalities=[",".join(subset)])
+    runtime = OnnxRuntimeModel(tmp_path, num_threads=1)
+    assert "completed_depth" in read_metadata(tmp_path / dense_file_name(subset))["output_names"]
+    for inputs in synthetic_inputs(2, (64, 128), subset, seed=5):
+        with torch.inference_mode():
+            ref, got = model(inputs), runtime(inputs)
+            feats = model.forward_features(inputs)
+        assert "depth" in got.completed and got.completed == ref.completed
+        dense = runtime._run_dense(inputs, 64, 128)
+        torch.testing.assert_close(dense.completed_depth, feats.completed_depth, rtol=1e-4, atol=1e-3)
+        report = compare_outputs(ref, got)
+        assert report.mask_agreement >= MASK_AGREEMENT_MIN
+        assert report.max_omega_error <= WEIGHT_TOLERANCE
+
+
 def test_context_attention_exports_and_matches_torch(tmp_path) -> None:
     # fusion.context (a scene descriptor into every gate), with non-zero weights so the gates move;
     # one graph with a completed sensor, one with all three.

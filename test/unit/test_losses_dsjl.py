@@ -53,7 +53,7 @@ def _case(seed: int = 0):
 
 NAMES = {
     "det_cls", "det_box", "det", "det_num_pos", "seg_ce", "seg_boundary", "seg_dice", "seg_tiny", "seg_occlusion",
-    "seg", "align", "align_iou", "completion", "distill", "logit_distill", "aux", "gate_cost", "omega_cost",
+    "seg", "align", "align_iou", "completion", "distill", "logit_distill", "aux", "gate_cost", "omega_cost", "depth_image",
     "total",
 }  # fmt: skip
 
