@@ -10,9 +10,11 @@ with the log-depth L1 + validity loss of
 plus (``--feature-weight``) a feature-matching term: the frozen depth encoder's output on the
 predicted image against its output on the real one (:func:`depth_feature_loss`). The pixel loss
 alone gives images 7 % off in depth that recover nothing over the MCN on validation (seed 1001:
-50.7 vs 51.0 mIoU with depth missing); with the feature term the same completer recovers +3.1
-[+1.0, +5.1] over it (``docs/edge_v6_3/``): depth edges and thin structures matter to the
-encoder far more than the mean error says.
+50.7 vs 51.0 mIoU with depth missing); with the feature term +2.9 [+1.1, +4.6] there, but only
++0.8 / +0.1 (inside the noise) on the held-out seeds 2024 / 2025 (``docs/edge_v6_3/README.md``):
+depth edges, thin structures and the extent of large vehicles matter to the encoder far more
+than the mean error says.
+
 It trains on **whole frames at the model's input size** (random horizontal flips), not on the
 zoomed crops of ``damcseg-train``: a camera's depth depends on where a pixel sits in the frame
 (the road plane below the horizon), which a zoomed crop moves. Each sample drops rgb or thermal
