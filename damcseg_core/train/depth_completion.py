@@ -250,19 +250,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", required=True, help="trained checkpoint to add the completer to")
     p.add_argument("--data", required=True, nargs="+", help="training dataset specs (frames with depth)")
     p.add_argument("--out", required=True, help="checkpoint to write (resume state next to it)")
-    for name in (
-        "steps",
-        "batch_size",
-        "width",
-        "warmup_steps",
-        "seed",
-        "threads",
-        "log_every",
-        "ckpt_every",
-    ):
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
-    for name in ("lr", "min_lr_ratio", "rgb_drop", "thermal_drop", "feature_weight"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
+    helps = {
+        "steps": "optimizer steps",
+        "batch_size": "whole frames per step",
+        "width": "the completer's stride-8 width (model.completion.depth_image)",
+        "warmup_steps": "linear learning-rate warm-up",
+        "seed": "seeds the completer's init and the sampler",
+        "threads": "torch CPU threads",
+        "log_every": "print a JSON line every N steps",
+        "ckpt_every": "write the resume state every N steps",
+        "lr": "peak AdamW learning rate (cosine to lr x min_lr_ratio)",
+        "min_lr_ratio": "final learning rate as a fraction of --lr",
+        "rgb_drop": "probability a sample drops rgb (thermal alone in)",
+        "thermal_drop": "probability a sample drops thermal (rgb alone in)",
+        "feature_weight": "weight of the frozen depth encoder's feature error (0 = pixel loss only)",
+    }
+    for name, text in helps.items():
+        default = getattr(d, name)
+        kind = float if isinstance(default, float) else int
+        p.add_argument(
+            f"--{name.replace('_', '-')}", type=kind, default=default, help=f"{text} (default {default})"
+        )
     return p
 
 
