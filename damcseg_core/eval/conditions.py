@@ -136,17 +136,25 @@ def percentile_interval(samples: np.ndarray, confidence: float = DEFAULT_CONFIDE
         return np.nanpercentile(samples, q, axis=0)
 
 
-def protocol_label(name: str, completed: Sequence[str] = ()) -> str:
+def protocol_label(name: str, completed: Sequence[str] = (), image: Sequence[str] = ()) -> str:
     """A column header for a protocol: ``full`` -> "all sensors", ``missing:thermal`` ->
     "thermal completed (MCN)" when the model completed it (else "thermal missing"),
-    ``zero-fill:thermal`` -> "thermal zero-filled", ``absent:thermal`` -> "thermal absent"."""
+    ``zero-fill:thermal`` -> "thermal zero-filled", ``absent:thermal`` -> "thermal absent".
+
+    ``image`` names the modalities the model completes as an image rather than MCN features
+    (``model.completion.depth_image``): ``missing:depth`` -> "depth completed (depth image)".
+    """
     kind, _, mods = name.partition(":")
     shown = mods.replace("+", " + ")
     if name == "full":
         return "all sensors"
     if kind == "missing":
-        done = set(mods.split("+")) <= set(completed)
-        return f"{shown} completed (MCN)" if done else f"{shown} missing"
+        names = mods.split("+")
+        if not set(names) <= set(completed):
+            return f"{shown} missing"
+        how = [f"{m} image" for m in names if m in image]
+        how += ["MCN"] if any(m not in image for m in names) else []
+        return f"{shown} completed ({' + '.join(how)})"
     if kind == "zero-fill":
         return f"{shown} zero-filled"
     if kind == "absent":
@@ -228,6 +236,7 @@ class ConditionTable:
         ignore_index: ground-truth label that is not evaluated.
         class_names: names of the class ids (finds the key classes).
         key_classes: classes reported one by one; those not in ``class_names`` are skipped.
+        image_completed: modalities the model completes as an image (:func:`protocol_label`).
 
     Example:
         >>> table = ConditionTable()
@@ -241,8 +250,10 @@ class ConditionTable:
         ignore_index: int = IGNORE_INDEX,
         class_names: Sequence[str] = CITYSCAPES_CLASSES,
         key_classes: Sequence[str] = KEY_CLASSES,
+        image_completed: Sequence[str] = (),
     ) -> None:
         self.num_classes = num_classes
+        self.image_completed = tuple(image_completed)
         self.ignore_index = ignore_index
         names = list(class_names)[:num_classes]
         self.key_classes = tuple(c for c in key_classes if c in names)
@@ -398,7 +409,7 @@ class ConditionTable:
             name: [m for m in MODALITIES if any(m in fr.completed for fr in self._frames[name].values())]
             for name in protocols
         }
-        labels = {name: protocol_label(name, completed[name]) for name in protocols}
+        labels = {name: protocol_label(name, completed[name], self.image_completed) for name in protocols}
         conf = {
             name: np.stack([self._frames[name][f].confusion for f in frame_ids]).astype(np.float64)
             for name in protocols

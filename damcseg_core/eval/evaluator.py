@@ -224,7 +224,11 @@ class Evaluator:
         names = getattr(self.predictor, "class_names", None)
         if names is None or len(names) != self.metric_config.num_classes:
             names = CITYSCAPES_CLASSES
-        table = ConditionTable(self.metric_config.num_classes, self.metric_config.ignore_index, names)
+        cfg = getattr(getattr(self.predictor, "model", None), "config", None)
+        image = ("depth",) if getattr(getattr(cfg, "completion", None), "depth_image", 0) else ()
+        table = ConditionTable(
+            self.metric_config.num_classes, self.metric_config.ignore_index, names, image_completed=image
+        )
         examples: list[dict[str, Any]] = []
         total = None
         if hasattr(dataset, "__len__"):

@@ -209,3 +209,20 @@ def test_absent_protocol_switches_the_depth_completer_off_and_restores_it(model)
         feats = model.forward_features(inputs)
     assert feats.completed_depth is None and feats.completed == ()
     assert model.depth_completer is completer and model.completion is not None
+
+
+def test_evaluation_tables_name_the_depth_image_as_the_completion(model):
+    from damcseg_core.data.registry import build_dataset
+    from damcseg_core.eval.evaluator import Evaluator
+    from damcseg_core.inference import Predictor
+
+    samples = [build_dataset("synthetic:frames=2,size=64x128,seed=0")[i] for i in range(2)]
+    protocols = ["full", "missing:depth", "missing:thermal", "absent:depth"]
+    result = Evaluator(Predictor(model), protocols, num_examples=0, progress=False, bootstrap=20).run(samples)
+    labels = {k: v["label"] for k, v in result.metrics["condition_table"]["protocols"].items()}
+    assert labels == {
+        "full": "all sensors",
+        "missing:depth": "depth completed (depth image)",
+        "missing:thermal": "thermal completed (MCN)",
+        "absent:depth": "depth absent (no MCN)",
+    }

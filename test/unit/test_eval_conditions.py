@@ -226,19 +226,22 @@ def test_default_comparisons(protocols, pairs):
 
 
 @pytest.mark.parametrize(
-    ("name", "completed", "label"),
+    ("name", "completed", "label", "image"),
     [
-        ("full", (), "all sensors"),
-        ("missing:thermal", ("thermal",), "thermal completed (MCN)"),
-        ("missing:thermal", (), "thermal missing"),  # a model without an MCN
-        ("missing:depth+thermal", ("depth", "thermal"), "depth + thermal completed (MCN)"),
-        ("zero-fill:depth", (), "depth zero-filled"),
-        ("absent:rgb", (), "rgb absent (no MCN)"),
-        ("noise:depth:gaussian=0.1", (), "noise:depth:gaussian=0.1"),
+        ("full", (), "all sensors", ()),
+        ("missing:thermal", ("thermal",), "thermal completed (MCN)", ()),
+        ("missing:thermal", (), "thermal missing", ()),  # a model without an MCN
+        ("missing:depth+thermal", ("depth", "thermal"), "depth + thermal completed (MCN)", ()),
+        ("missing:depth", ("depth",), "depth completed (depth image)", ("depth",)),
+        ("missing:depth+thermal", ("depth", "thermal"), "depth + thermal completed (depth image + MCN)", ("depth",)),
+        ("missing:thermal", ("thermal",), "thermal completed (MCN)", ("depth",)),
+        ("zero-fill:depth", (), "depth zero-filled", ()),
+        ("absent:rgb", (), "rgb absent (no MCN)", ()),
+        ("noise:depth:gaussian=0.1", (), "noise:depth:gaussian=0.1", ()),
     ],
-)
-def test_protocol_label(name, completed, label):
-    assert protocol_label(name, completed) == label
+)  # fmt: skip
+def test_protocol_label(name, completed, label, image):
+    assert protocol_label(name, completed, image) == label
 
 
 # ---------------------------------------------------------------------- rows and omega
