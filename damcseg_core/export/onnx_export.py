@@ -275,10 +275,10 @@ def export_onnx(
                 path = out_dir / dense_file_name(subset)
                 axes = {m: {2: "height", 3: "width"} for m in subset}
                 axes.update({k: {1: "anchors"} for k in ("cls_logits", "box_deltas")})
-                for k in ("global_logits", "seg_feature", "image_stack", "completed_depth"):
-                    axes[k] = {2: f"{k}_height", 3: f"{k}_width"}
                 names = dense_output_names(dense)
-                axes = {k: v for k, v in axes.items() if k in subset or k in names}
+                for k in ("global_logits", "seg_feature", "image_stack", "completed_depth"):
+                    if k in names:
+                        axes[k] = {2: f"{k}_height", 3: f"{k}_width"}
                 _onnx_export(
                     _DenseGraph(model, subset).eval(),
                     tuple(example[m] for m in subset),

@@ -29,7 +29,7 @@ from damcseg_core.models.backbone import SharedBackbone
 from damcseg_core.models.branch_gating import GATE_IN_FEATURES
 from damcseg_core.models.completion import ModalCompletionNetwork
 from damcseg_core.models.config import ModelConfig
-from damcseg_core.models.depth_completion import DepthImageCompleter
+from damcseg_core.models.depth_completion import DepthImageCompleter, depth_from_raw
 from damcseg_core.models.detection_head import DetectionHead
 from damcseg_core.models.encoders import (
     DilatedModalEncoder,
@@ -300,21 +300,18 @@ class DAMCSeg(nn.Module):
             # Depth dropped (or absent) for some samples: they get the completer's depth image
             # through the real depth encoder; the MCN then completes only the other modalities.
             image_depth = ~dev_keep[:, d]
-            masked_norm = {m: normalized[m] for m in ("rgb", "thermal") if m in normalized}
-            masked_enc = {m: encoded[m] for m in ("rgb", "thermal") if m in encoded}
-            log_depth, valid_logit = self._depth_image(masked_enc, masked_norm, dev_keep, raw=True)
-            predicted = torch.where(valid_logit > 0, log_depth.exp(), torch.zeros_like(log_depth))
-            sel = image_depth.view(-1, 1, 1, 1)
-            if "depth" in present:
-                completed_depth = torch.where(sel, predicted, inputs["depth"].to(predicted.dtype))
-                depth_prediction = (log_depth, valid_logit, inputs["depth"])
-            else:
-                completed_depth = predicted
+            log_depth, valid_logit = self._depth_image(encoded, normalized, dev_keep, raw=True)
+            predicted = depth_from_raw(log_depth, valid_logit)
             # The encoder reads the prediction as the normaliser reads a sensor's image; the
             # downstream gradient reaches the completer through the depth values (the validity
             # is a threshold, trained by the completion loss).
             norm_pred = self.normalizer("depth", predicted)
-            mixed = norm_pred if "depth" not in present else torch.where(sel, norm_pred, normalized["depth"])
+            completed_depth, mixed = predicted, norm_pred
+            if "depth" in present:
+                sel = image_depth.view(-1, 1, 1, 1)
+                completed_depth = torch.where(sel, predicted, inputs["depth"].to(predicted.dtype))
+                mixed = torch.where(sel, norm_pred, normalized["depth"])
+                depth_prediction = (log_depth, valid_logit, inputs["depth"])
             normalized["depth"] = mixed
             used["depth"] = self.encoders["depth"](mixed)
             mcn_keep = dev_keep.clone()

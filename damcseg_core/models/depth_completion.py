@@ -33,12 +33,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DENSE_FRACTION", "MIN_DEPTH", "DepthImageCompleter"]
+__all__ = ["DENSE_FRACTION", "MIN_DEPTH", "DepthImageCompleter", "depth_from_raw"]
 
 MIN_DEPTH = 0.5  # metres; the predicted log-depth is clamped to [log(MIN_DEPTH), log(max_depth)]
 # A target depth image is "dense" (a depth camera, stereo) above this valid fraction; a lidar's
 # projected rows are a few %. Only dense targets teach validity (sky) and encoder features.
 DENSE_FRACTION = 0.3
+
+
+def depth_from_raw(log_depth: torch.Tensor, valid_logit: torch.Tensor) -> torch.Tensor:
+    """Canonical depth in metres from :meth:`DepthImageCompleter.forward_raw`: 0 where predicted invalid."""
+    return torch.where(valid_logit > 0, log_depth.exp(), torch.zeros_like(log_depth))
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -114,5 +119,4 @@ class DepthImageCompleter(nn.Module):
         self, rgb_feat: torch.Tensor, thermal_feat: torch.Tensor, image: torch.Tensor
     ) -> torch.Tensor:
         """Canonical depth ``[B, 1, H, W]`` in metres, 0 where predicted invalid."""
-        log_depth, valid_logit = self.forward_raw(rgb_feat, thermal_feat, image)
-        return torch.where(valid_logit > 0, log_depth.exp(), torch.zeros_like(log_depth))
+        return depth_from_raw(*self.forward_raw(rgb_feat, thermal_feat, image))

@@ -41,9 +41,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from damcseg_core import MODALITIES
 from damcseg_core.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from damcseg_core.losses.completion import depth_completion_loss
-from damcseg_core.models.depth_completion import DENSE_FRACTION
+from damcseg_core.models.depth_completion import DENSE_FRACTION, depth_from_raw
 from damcseg_core.train.hardware import machine_record
 
 __all__ = [
@@ -142,17 +143,16 @@ def _lr(args: DepthTrainArgs, step: int) -> float:
     return args.lr * (args.min_lr_ratio + (1 - args.min_lr_ratio) * cosine) * warm
 
 
-def _inputs_of(model: torch.nn.Module, x: dict[str, torch.Tensor], keep: torch.Tensor):
-    """Completer inputs (frozen encoders, no gradient) with the dropped sensors zeroed."""
+def _inputs_of(model: torch.nn.Module, x: dict[str, torch.Tensor]):
+    """``(encoded, normalized)`` rgb and thermal: the completer's inputs (frozen, no gradient)."""
     with torch.no_grad():
         normalized = {m: model.normalizer(m, x[m]) for m in ("rgb", "thermal")}
         encoded = {m: model.encoders[m](normalized[m]) for m in ("rgb", "thermal")}
-    return encoded, normalized, keep
+    return encoded, normalized
 
 
 def train_depth_completer(args: DepthTrainArgs) -> dict[str, Any]:
     """Train (or resume) and write ``args.out``; returns the summary that goes into ``train_config``."""
-    from damcseg_core import MODALITIES
     from damcseg_core.data.registry import build_dataset
 
     torch.set_num_threads(args.threads)
@@ -199,15 +199,14 @@ def train_depth_completer(args: DepthTrainArgs) -> dict[str, Any]:
         keep[:, r_idx] = u >= args.rgb_drop
         keep[:, t_idx] = (u < args.rgb_drop) | (u >= args.rgb_drop + args.thermal_drop)
         keep[:, d_idx] = False
-        encoded, normalized, keep = _inputs_of(model, x, keep)
+        encoded, normalized = _inputs_of(model, x)
         dc.train()
         log_depth, valid_logit = model._depth_image(encoded, normalized, keep, raw=True)
         l1, bce = depth_completion_loss(log_depth, valid_logit, x["depth"])
         loss = l1 + bce
         feat = torch.zeros(())
         if args.feature_weight > 0:
-            predicted = torch.where(valid_logit > 0, log_depth.exp(), torch.zeros_like(log_depth))
-            feat = depth_feature_loss(model, predicted, x["depth"])
+            feat = depth_feature_loss(model, depth_from_raw(log_depth, valid_logit), x["depth"])
             loss = loss + args.feature_weight * feat
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -245,7 +244,7 @@ def train_depth_completer(args: DepthTrainArgs) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    d = DepthTrainArgs(init="", data=["x"], out="")
+    defaults = {f.name: f.default for f in dataclasses.fields(DepthTrainArgs)}
     p = argparse.ArgumentParser(prog="damcseg-train-depth", description=__doc__.split("\n")[0])
     p.add_argument("--init", required=True, help="trained checkpoint to add the completer to")
     p.add_argument("--data", required=True, nargs="+", help="training dataset specs (frames with depth)")
@@ -266,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         "feature_weight": "weight of the frozen depth encoder's feature error (0 = pixel loss only)",
     }
     for name, text in helps.items():
-        default = getattr(d, name)
+        default = defaults[name]
         kind = float if isinstance(default, float) else int
         p.add_argument(
             f"--{name.replace('_', '-')}", type=kind, default=default, help=f"{text} (default {default})"
