@@ -255,6 +255,7 @@ class DSAF(nn.Module):
         post_logits: torch.Tensor,
         post_coverage: torch.Tensor,
         weight_maps: torch.Tensor,
+        global_probs: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Weighted mixture of the three paths' class probabilities, as log-probabilities.
 
@@ -270,6 +271,9 @@ class DSAF(nn.Module):
             post_logits: ``[B, K, H, W]`` post-processing path.
             post_coverage: ``[B, 1, H, W]`` in [0, 1].
             weight_maps: ``[B, 3, H, W]`` from :meth:`weight_maps`.
+            global_probs: optional ``softmax(global_logits, dim=1)`` when the caller already has
+                it (the refinement head computes it for :meth:`target_features`): one
+                ``[B, K, H, W]`` softmax fewer per frame.
 
         Returns:
             ``[B, K, H, W]`` log-probabilities (``logsumexp`` over K is 0).
@@ -298,12 +302,23 @@ class DSAF(nn.Module):
             dim=1,
         )
         w = w / w.sum(dim=1, keepdim=True).clamp_min(self.cfg.eps)
-        fused = w[:, 0:1] * torch.softmax(global_logits, dim=1)
+        if global_probs is None:
+            global_probs = torch.softmax(global_logits, dim=1)
+        elif global_probs.shape != shape:
+            raise ValueError(
+                f"global_probs must have the shape of global_logits {tuple(shape)}, got {tuple(global_probs.shape)}"
+            )
+        fused = w[:, 0:1] * global_probs
         for i, (logits, coverage) in enumerate(
             ((local_logits, local_coverage), (post_logits, post_coverage)), 1
         ):
             # A path that covers no pixel has weight exactly 0 everywhere: its softmax (a third of
             # the fusion's cost) would add exact zeros, so inference skips it (simple scenes).
             if torch.is_grad_enabled() or bool((coverage > 0).any()):
-                fused = fused + w[:, i : i + 1] * torch.softmax(logits, dim=1)
-        return fused.clamp_min(self.cfg.eps).log()
+                if torch.is_grad_enabled():
+                    fused = fused + w[:, i : i + 1] * torch.softmax(logits, dim=1)
+                else:  # inference: accumulate in place (one fresh [B, K, H, W] buffer fewer), same sums
+                    fused.add_(w[:, i : i + 1] * torch.softmax(logits, dim=1))
+        if torch.is_grad_enabled():
+            return fused.clamp_min(self.cfg.eps).log()
+        return fused.clamp_min_(self.cfg.eps).log_()

@@ -214,7 +214,9 @@ class RefinementHead(nn.Module):
         maps = self.dsaf.weight_maps(
             dsaf_w.alpha_beta_gamma, work_boxes, dsaf_w.target_alpha_beta_gamma, hw, ww
         )
-        fused = self.dsaf.fuse(global_logits, local_logits, local_cov, post_logits, post_cov, maps)
+        fused = self.dsaf.fuse(
+            global_logits, local_logits, local_cov, post_logits, post_cov, maps, global_probs=probs
+        )
         seg_logits = self.crf(fused, guide, scene.S) if self.crf is not None else fused
         if st > 1:
             seg_logits = F.interpolate(seg_logits, size=(h, w), mode="bilinear", align_corners=False)

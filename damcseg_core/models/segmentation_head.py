@@ -286,13 +286,16 @@ class DepthPriorPath(nn.Module):
         proxy = height / boxes[:, 3].clamp(min=1.0)
         if depth is None or len(boxes) == 0:
             return proxy
-        _, masks = box_region_masks(boxes, height, depth.shape[-1])
-        inside = masks & (valid[0] > 0)[None]  # [N, H, W]
-        values = torch.where(inside, depth[0][None], torch.full_like(depth[0][None], math.inf)).flatten(1)
-        count = inside.flatten(1).sum(1)
-        ordered = values.sort(dim=1).values
-        median = ordered.gather(1, ((count - 1).clamp(min=0) // 2)[:, None]).squeeze(1)
-        return torch.where(count > 0, median.to(proxy.dtype), proxy)
+        regions, _ = box_region_masks(boxes, height, depth.shape[-1])
+        ref = proxy.clone()
+        # One crop per box: sorting only the box's own pixels (a full-frame [N, H*W] sort was
+        # the path's largest cost); torch.median is the lower middle value, as documented.
+        for i, (y0, y1, x0, x1) in enumerate(regions.tolist()):
+            crop = depth[0, y0:y1, x0:x1]
+            values = crop[valid[0, y0:y1, x0:x1] > 0]
+            if values.numel():
+                ref[i] = values.median().to(ref.dtype)
+        return ref
 
     def forward(
         self,
@@ -316,8 +319,11 @@ class DepthPriorPath(nn.Module):
             depth_valid: ``[B, 1, H, W]`` 0/1 validity of ``depth``.
         """
         b_, k, h, w = global_logits.shape
-        boost = global_logits.new_zeros(b_, k, h, w)
         coverage = global_logits.new_zeros(b_, 1, h, w)
+        # Inference adds each pixel's boost into one copy of the logits; training keeps the
+        # out-of-place form autograd differentiates w.r.t. the learned strength.
+        out = None if torch.is_grad_enabled() else global_logits.clone()
+        boost = global_logits.new_zeros(b_, k, h, w) if out is None else None
         strength = self.log_strength.exp()
         for b in range(b_):
             n = boxes[b].shape[0]
@@ -350,5 +356,10 @@ class DepthPriorPath(nn.Module):
             cls = class_ids[b].reshape(-1).to(match.device)[order]
             owner_cls = torch.where(covered, cls[owner], torch.zeros_like(owner))
             coverage[b, 0] = covered.to(coverage.dtype)
-            boost[b].scatter_(0, owner_cls.unsqueeze(0), weight.unsqueeze(0).to(boost.dtype))
+            if out is None:
+                boost[b].scatter_(0, owner_cls.unsqueeze(0), weight.unsqueeze(0).to(boost.dtype))
+            else:  # the same sums: every other class gets + 0.0, which leaves it bit-identical
+                out[b].scatter_add_(0, owner_cls.unsqueeze(0), (strength * weight).unsqueeze(0).to(out.dtype))
+        if out is not None:
+            return out, coverage
         return global_logits + strength * boost, coverage

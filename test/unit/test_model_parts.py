@@ -406,7 +406,8 @@ def _reference_depth_prior(path, global_logits, boxes, scores, class_ids, depth,
 
 @pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize("with_depth", [True, False])
-def test_depth_prior_equals_the_far_to_near_loop(seed, with_depth):
+@pytest.mark.parametrize("grad", [True, False], ids=["training", "inference"])
+def test_depth_prior_equals_the_far_to_near_loop(seed, with_depth, grad):
     gen = torch.Generator().manual_seed(seed)
     h, w, k = 13, 21, 7
     boxes = _random_boxes(gen, 2, h, w)
@@ -418,7 +419,9 @@ def test_depth_prior_equals_the_far_to_near_loop(seed, with_depth):
         valid = (torch.rand(2, 1, h, w, generator=gen) > 0.3).float()
         depth = (torch.rand(2, 1, h, w, generator=gen) * 30).round() * valid
     path = DepthPriorPath(strength=2.0, depth_tolerance=0.15)
-    got, cov = path(logits, boxes, scores, labels, depth, valid)
+    with torch.set_grad_enabled(grad):  # inference adds into one copy of the logits instead
+        got, cov = path(logits, boxes, scores, labels, depth, valid)
     want, want_cov = _reference_depth_prior(path, logits, boxes, scores, labels, depth, valid)
     assert torch.equal(cov, want_cov)
     torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    assert got.requires_grad == grad  # training keeps the strength's gradient

@@ -193,3 +193,17 @@ def test_dsaf_fuse_skips_uncovered_paths_exactly(local_on, post_on):
     with torch.enable_grad():
         every_path = dsaf.fuse(g, loc, cov_l, post, cov_p, maps)
     assert torch.equal(reference, every_path.detach())
+    with torch.no_grad():  # the refinement head hands in the softmax it already computed
+        reused = dsaf.fuse(g, loc, cov_l, post, cov_p, maps, global_probs=torch.softmax(g, dim=1))
+    assert torch.equal(reference, reused)
+
+
+def test_dsaf_fuse_refuses_global_probs_of_another_shape():
+    from damcseg_core.models.dsaf import DSAF
+
+    g = torch.randn(1, 19, 8, 12)
+    zeros, maps = torch.zeros(1, 1, 8, 12), torch.rand(1, 3, 8, 12)
+    with pytest.raises(
+        ValueError, match=r"global_probs must have the shape of global_logits \(1, 19, 8, 12\)"
+    ):
+        DSAF().fuse(g, g, zeros, g, zeros, maps, global_probs=torch.rand(1, 19, 4, 6))
