@@ -335,6 +335,7 @@ def render_markdown(result: dict) -> str:
         f"- machine: {m['cpu']}, {m['cores_nproc']} cores (nproc), {m['platform']}",
         f"- torch {m['torch']}, " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()),
         f"- threads: torch.set_num_threads({m['threads']}) for every case; batch 1; fp32",
+        *([f"- allocator: {m['allocator']}"] if "allocator" in m else []),
         f"- tree: commit {m['git']['commit']}"
         + (
             f", with local changes to {', '.join(m['git']['modified'])}"
@@ -443,6 +444,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="",
         help="re-write the .md of a results .json (ratios recomputed), measure nothing",
     )
+    ap.add_argument(
+        "--allocator",
+        choices=("tuned", "plain"),
+        default="tuned",
+        help="tuned (default): damcseg_core.inference.tune_allocator() before any case, as the node "
+        "does at configure, for every case alike; plain: glibc's defaults (benchmarks/allocator.py "
+        "compares the two in fresh processes)",
+    )
     ap.add_argument("--rss-child", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.command = shlex.join(["python", "benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)])
@@ -491,6 +500,12 @@ def run(args: argparse.Namespace, log=print) -> dict:
 
 def _run(args: argparse.Namespace, t_start: float, loadavg_start: str, log=print) -> dict:
     torch.set_num_threads(args.threads)
+    allocator = "glibc defaults (--allocator plain)"
+    if getattr(args, "allocator", "tuned") == "tuned":
+        from damcseg_core.inference import tune_allocator
+
+        allocator = tune_allocator()[1]
+    log(f"allocator: {allocator}")
     gemm_n, gemm_reps = (256, 3) if args.quick else (2048, 8)
     gemm = [gemm_peak(args.threads, gemm_n, gemm_reps)]
     log(f"GEMM peak: {gemm[0]['gflops_per_s']:.1f} GFLOP/s")
@@ -535,7 +550,7 @@ def _run(args: argparse.Namespace, t_start: float, loadavg_start: str, log=print
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": args.command,
-        "machine": machine_info(args.threads),
+        "machine": {**machine_info(args.threads), "allocator": allocator},
         "loadavg_start": loadavg_start,
         "loadavg_end": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
         "gemm": gemm,

@@ -122,9 +122,12 @@ class DamcsegNode(LifecycleNode):
     def _load_model(self) -> None:
         """The predictor the parameters ask for (policy and checks: ``load_predictor``)."""
         assert self.p is not None
-        from damcseg_core.inference import load_predictor
+        from damcseg_core.inference import load_predictor, tune_allocator
 
         p, start = self.p, time.perf_counter()
+        if p.tune_allocator:
+            applied, message = tune_allocator()
+            (self.get_logger().info if applied else self.get_logger().warning)(f"tune_allocator: {message}")
         self._predictor = load_predictor(
             p.backend, checkpoint=p.checkpoint, model=p.model, onnx_path=p.onnx_path, device=p.device,
             modalities=p.modalities, detection=p.detection, min_confidence=p.min_confidence,

@@ -85,6 +85,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("device", "cpu", "Torch device: cpu, cuda or cuda:N.", check=_device, launch=True),
     ParamSpec(
+        "tune_allocator",
+        True,
+        "glibc malloc keeps freed tensor memory (blocks up to 32 MiB) in the process for reuse "
+        "instead of faulting it in again every frame: predict 1.08x as fast on a 2-core CPU "
+        "(benchmarks/allocator.py); the resident size stays at a frame's peak. Process-wide, applied "
+        "at configure; false leaves the allocator as it is. No effect off glibc.",
+    ),
+    ParamSpec(
         "backend",
         "torch",
         "Inference backend: 'torch' (the checkpoint in PyTorch) or 'onnxruntime' (the graphs in "
@@ -249,6 +257,7 @@ class NodeParams:
     checkpoint: str
     model: str
     device: str
+    tune_allocator: bool  # glibc mallopt at configure (damcseg_core.inference.tune_allocator)
     backend: str  # torch | onnxruntime
     onnx_path: str  # exported folder/file for the onnxruntime backend
     min_confidence: float

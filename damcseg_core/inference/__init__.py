@@ -12,9 +12,12 @@ The only part of ``damcseg_core`` that ``damcseg_ros`` needs::
 * ``predictor``: :class:`Predictor` (checks, units, resize/pad, mapping back) and
   :class:`PredictionResult`;
 * ``kernels``: post-processing (arg-max of bilinearly up-sampled logits);
-* ``batchnorm``: BatchNorm folding for the Predictor's inference copy of the model.
+* ``batchnorm``: BatchNorm folding for the Predictor's inference copy of the model;
+* ``allocator``: :func:`tune_allocator`, glibc malloc settings that keep freed tensor memory
+  for reuse (process-wide: the node calls it, a library user may).
 """
 
+from damcseg_core.inference.allocator import tune_allocator
 from damcseg_core.inference.batchnorm import fold_batchnorm, optimize_for_inference
 from damcseg_core.inference.kernels import upsampled_argmax
 from damcseg_core.inference.loading import (
@@ -38,5 +41,6 @@ __all__ = [
     "optimize_for_inference",
     "release_memory",
     "resolve_model_source",
+    "tune_allocator",
     "upsampled_argmax",
 ]
