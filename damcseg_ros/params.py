@@ -71,7 +71,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "checkpoint",
         "",
-        "Path of a damcseg checkpoint (.pt). Empty: the package default "
+        "Path of a damcseg checkpoint (.pt), or the name of one shipped in damcseg_core/weights "
+        "(damcseg_edge, damcseg_edge_fast). Empty: the package default "
         "damcseg_core/weights/damcseg_edge.pt if present.",
         launch=True,
     ),

@@ -25,6 +25,7 @@ from damcseg_core.inference.loading import (
     DETECTION_KEYS,
     default_checkpoint,
     load_predictor,
+    packaged_checkpoints,
     release_memory,
     resolve_model_source,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "fold_batchnorm",
     "load_predictor",
     "optimize_for_inference",
+    "packaged_checkpoints",
     "release_memory",
     "resolve_model_source",
     "tune_allocator",

@@ -2,8 +2,9 @@
 
 Which model to load, and with which back-end, is decided here and nowhere else:
 
-* ``backend="torch"``: an explicit ``checkpoint`` (must exist; never silently replaced by random
-  weights), else ``model`` (a registered variant with RANDOM weights, for tests and bring-up, or
+* ``backend="torch"``: an explicit ``checkpoint`` (a path that must exist, or the bare name of a
+  checkpoint shipped in ``damcseg_core/weights``, e.g. ``damcseg_edge_fast``; never silently
+  replaced by random weights), else ``model`` (a registered variant with RANDOM weights, for tests and bring-up, or
   a model object), else the shipped default checkpoint (:func:`default_checkpoint`).
 * ``backend="onnxruntime"``: the graphs in ``onnx_path`` (``damcseg-export``), checked against
   the variant and input size that ``checkpoint`` / ``model`` / the default checkpoint name, and
@@ -34,6 +35,7 @@ __all__ = [
     "DETECTION_KEYS",
     "default_checkpoint",
     "load_predictor",
+    "packaged_checkpoints",
     "release_memory",
     "resolve_model_source",
 ]
@@ -55,13 +57,30 @@ def default_checkpoint() -> Path:
     return Path(str(resources.files("damcseg_core") / "weights" / DEFAULT_CHECKPOINT_NAME))
 
 
+def packaged_checkpoints() -> dict[str, Path]:
+    """The checkpoints shipped inside the installed package, by name (file stem), e.g.
+    ``{"damcseg_edge": .../damcseg_edge.pt, "damcseg_edge_fast": ...}``; empty without weights."""
+    folder = default_checkpoint().parent
+    if not folder.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(folder.glob("*.pt")) if p.is_file()}
+
+
+def _packaged(name: str) -> Path | None:
+    """``name`` (``damcseg_edge_fast`` or ``damcseg_edge_fast.pt``, no folder) as a shipped checkpoint."""
+    if not name or Path(name).name != name:
+        return None
+    return packaged_checkpoints().get(name[:-3] if name.endswith(".pt") else name)
+
+
 def resolve_model_source(
     checkpoint: str | Path | None, model: str | None, default: Path | None = None
 ) -> tuple[str, str]:
     """Decide what to load: ``("checkpoint", path)`` or ``("model", variant)``.
 
-    Explicit settings win over the package default: an explicit ``checkpoint`` must exist, then
-    an explicit ``model`` (random init), then ``default`` (:func:`default_checkpoint`) if present.
+    Explicit settings win over the package default: an explicit ``checkpoint`` must be an existing
+    file or the name of a shipped one (:func:`packaged_checkpoints`), then an explicit ``model``
+    (random init), then ``default`` (:func:`default_checkpoint`) if present.
 
     Raises:
         FileNotFoundError: ``checkpoint`` names a missing file.
@@ -69,12 +88,17 @@ def resolve_model_source(
     """
     default = default_checkpoint() if default is None else Path(default)
     if checkpoint:
-        if not Path(checkpoint).is_file():
-            raise FileNotFoundError(
-                f"parameter 'checkpoint' names a missing file: {checkpoint} (checkpoint not found: train "
-                "one with damcseg-train, or pass the path of an existing .pt file)"
-            )
-        return "checkpoint", str(checkpoint)
+        if Path(checkpoint).is_file():
+            return "checkpoint", str(checkpoint)
+        shipped = _packaged(str(checkpoint))
+        if shipped is not None:
+            return "checkpoint", str(shipped)
+        names = ", ".join(packaged_checkpoints()) or "none in this install"
+        raise FileNotFoundError(
+            f"parameter 'checkpoint' names a missing file: {checkpoint} (checkpoint not found: train "
+            "one with damcseg-train, pass the path of an existing .pt file, or the name of a shipped "
+            f"checkpoint: {names})"
+        )
     if model:
         return "model", model
     if default.is_file():

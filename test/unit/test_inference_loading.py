@@ -91,6 +91,40 @@ def test_explicit_missing_checkpoint_is_an_error_not_random_weights(tmp_path):
         resolve_model_source(str(tmp_path / "typo.pt"), "damcseg_tiny", tmp_path / "absent.pt")
 
 
+@pytest.fixture
+def shipped_weights(tmp_path, monkeypatch):
+    """A stand-in weights folder holding two 'shipped' checkpoints."""
+    import damcseg_core.inference.loading as loading
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    for name in ("damcseg_edge.pt", "damcseg_edge_fast.pt"):
+        (folder / name).write_bytes(b"stand-in")
+    monkeypatch.setattr(loading, "default_checkpoint", lambda: folder / "damcseg_edge.pt")
+    return folder
+
+
+@pytest.mark.parametrize("name", ["damcseg_edge_fast", "damcseg_edge_fast.pt"])
+def test_a_shipped_checkpoint_is_found_by_its_name(shipped_weights, name, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # the name is not a file here: the package folder answers
+    assert resolve_model_source(name, None) == ("checkpoint", str(shipped_weights / "damcseg_edge_fast.pt"))
+
+
+def test_a_local_file_wins_over_a_shipped_name(shipped_weights, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "damcseg_edge_fast.pt").write_bytes(b"mine")
+    assert resolve_model_source("damcseg_edge_fast.pt", None) == ("checkpoint", "damcseg_edge_fast.pt")
+
+
+@pytest.mark.parametrize("name", ["damcseg_edge_fastest", "other/damcseg_edge_fast.pt"])
+def test_an_unknown_name_lists_the_shipped_checkpoints(shipped_weights, name, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as err:
+        resolve_model_source(name, "damcseg_tiny")
+    assert f"names a missing file: {name}" in str(err.value)
+    assert "name of a shipped checkpoint: damcseg_edge, damcseg_edge_fast)" in str(err.value)
+
+
 def test_class_names_and_palette_travel_in_the_checkpoint(tiny, tmp_path):
     names = tuple(f"c{i}" for i in range(len(CITYSCAPES_CLASSES)))
     palette = [[i, 2 * i, 3 * i] for i in range(len(names))]
