@@ -1,7 +1,8 @@
 # Shared by the docs/edge_v*/post_train.sh scripts (source it after `cd` to the repository root):
 # the validation / held-out / realistic-sensor specs, one completion-protocol evaluation, the check
 # that a frozen_eval MCN stage changed nothing but the MCN, and the threshold / validation /
-# held-out steps that a main run + MCN stage goes through (edge v5, v6).
+# held-out steps that a main run + MCN stage goes through (edge v5, v6), and the sensor-missing
+# comparison on validation (edge v6.1, v6.2, v7s).
 VAL="synthetic:frames=48,size=256x512,seed=1001"
 REAL="depth=mix,lidar_fraction=0.5,thermal=realistic"
 S2024="synthetic:frames=48,size=256x512,seed=2024"
@@ -24,6 +25,15 @@ outside = [k for k in changed if not k.startswith(mcn)]
 print(f"{len(changed)} tensors changed, all in the MCN / completion flag: {not outside}")
 sys.exit(1 if outside else 0)
 PY
+}
+
+compare_missing_val() {  # out_dir base.pt candidate.pt modality...: candidate - base on seed 1001, each sensor missing (MCN)
+  local out=$1 base=$2 ck=$3 m
+  shift 3
+  for m in "$@"; do
+    python tools/compare_checkpoints.py --data "$VAL" --protocol "missing:$m" "$base" "$ck" \
+       --out "$out/compare_missing_${m}_val1001.json" | tail -1
+  done
 }
 
 chosen_threshold() {  # run_dir: the threshold choose_threshold wrote to run_dir/threshold.json

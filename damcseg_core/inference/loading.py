@@ -4,8 +4,8 @@ Which model to load, and with which back-end, is decided here and nowhere else:
 
 * ``backend="torch"``: an explicit ``checkpoint`` (a path that must exist, or the bare name of a
   checkpoint shipped in ``damcseg_core/weights``, e.g. ``damcseg_edge_fast``; never silently
-  replaced by random weights), else ``model`` (a registered variant with RANDOM weights, for tests and bring-up, or
-  a model object), else the shipped default checkpoint (:func:`default_checkpoint`).
+  replaced by random weights), else ``model`` (a registered variant with RANDOM weights, for tests
+  and bring-up, or a model object), else the shipped default checkpoint (:func:`default_checkpoint`).
 * ``backend="onnxruntime"``: the graphs in ``onnx_path`` (``damcseg-export``), checked against
   the variant and input size that ``checkpoint`` / ``model`` / the default checkpoint name, and
   against the modality subsets the caller will feed.

@@ -25,10 +25,7 @@ case "${1:-val}" in
   mcn)
     python tools/ship_checkpoint.py "$M/last.pt" "$M/candidate.pt"
     only_mcn_changed "$CK" "$M/candidate.pt"
-    for m in thermal depth rgb; do
-      python tools/compare_checkpoints.py --data "$VAL" --protocol missing:$m "$CK" "$M/candidate.pt" \
-         --out "$M/compare_missing_${m}_val1001.json" | tail -1
-    done
+    compare_missing_val "$M" "$CK" "$M/candidate.pt" thermal depth rgb
     eval_set "$M/eval_val1001" "$VAL" "$M/candidate.pt"
     ;;
   heldout)

@@ -27,19 +27,13 @@ print(f"{len(changed)} tensors changed or new, all in the attention: {not outsid
 sys.exit(1 if outside else 0)
 PY
     python tools/compare_checkpoints.py --data "$VAL" "$BASE" "$CK" --out "$R/compare_val1001.json" | tail -1
-    for m in thermal depth; do
-      python tools/compare_checkpoints.py --data "$VAL" --protocol missing:$m "$BASE" "$CK" \
-         --out "$R/compare_missing_${m}_val1001.json" | tail -1
-    done
+    compare_missing_val "$R" "$BASE" "$CK" thermal depth
     eval_set "$R/eval_val1001" "$VAL" "$CK"
     ;;
   mcn)
     python tools/ship_checkpoint.py "$M/last.pt" "$M/candidate.pt"
     only_mcn_changed "$CK" "$M/candidate.pt"
-    for m in thermal depth rgb; do
-      python tools/compare_checkpoints.py --data "$VAL" --protocol missing:$m "$CK" "$M/candidate.pt" \
-         --out "$M/compare_missing_${m}_val1001.json" | tail -1
-    done
+    compare_missing_val "$M" "$CK" "$M/candidate.pt" thermal depth rgb
     eval_set "$M/eval_val1001" "$VAL" "$M/candidate.pt"
     ;;
   heldout)

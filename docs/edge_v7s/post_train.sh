@@ -18,10 +18,7 @@ case "${1:-val}" in
     ;;
   val)
     validate_candidate $R $M $CK $BASE
-    for m in thermal depth; do
-      python tools/compare_checkpoints.py --data "$VAL" --protocol missing:$m "$BASE" "$CK" \
-         --out "$M/compare_missing_${m}_val1001.json" | tail -1
-    done
+    compare_missing_val "$M" "$BASE" "$CK" thermal depth
     ;;
   heldout)
     heldout_report $M $CK $BASE
